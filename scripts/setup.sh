@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up everything mmenc needs: system packages for the bundled data, a virtual environment
+# (.venv, or $MMENC_VENV) with the pinned torch stack, mmenc itself and every plugin under
+# plugins/. Safe to run again: it does nothing when its inputs have not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${MMENC_VENV:-.venv}
+python=${PYTHON:-python3}
+plugins=$(for d in plugins/*/; do [ -f "$d/pyproject.toml" ] && echo "$d"; done)
+stamp="$venv/.mmenc-setup"
+want=$(cat constraints.txt pyproject.toml scripts/apt-packages.txt scripts/setup.sh \
+        $(for d in $plugins; do echo "$d/pyproject.toml"; done) | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/mmenc" ]; then
+    exit 0
+fi
+
+missing=""
+for pkg in $(grep -v '^#' scripts/apt-packages.txt || true); do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing system packages:$missing"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip="$venv/bin/python -m pip"
+$pip install -q --upgrade pip
+echo "setup: installing the torch stack (first time: several GB, a few minutes)"
+$pip install -q -c constraints.txt torch torchvision
+$pip install -q -c constraints.txt torchaudio
+echo "setup: installing mmenc and its plugins:" $plugins
+editable=""
+for d in $plugins; do editable="$editable -e $d"; done
+$pip install -q -c constraints.txt -e ".[data,test]" $editable
+echo "$want" > "$stamp"
