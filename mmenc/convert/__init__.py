@@ -1,0 +1,1 @@
+"""Converters from official checkpoint formats to mmenc state dicts."""
