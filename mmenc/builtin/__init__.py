@@ -1,0 +1,1 @@
+"""Built-in modalities, tokenizers, fusions and recipes."""

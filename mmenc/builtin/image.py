@@ -1,0 +1,139 @@
+"""The built-in ``image`` modality and its preprocessing.
+
+Conversion rules: every image becomes 8-bit RGB. Grayscale, palette and CMYK images are
+converted; images with transparency are composited on white. Images smaller than 2x2 pixels,
+unreadable or truncated files, and images over Pillow's decompression-bomb limit are refused
+with an :class:`~mmenc.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmenc.batch import TokenBatch
+from mmenc.errors import InputError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(item: object) -> Any:
+    """Read and validate one image (a path, bytes or a PIL image) as an RGB PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    label: object = item
+    try:
+        if isinstance(item, Image.Image):
+            image = item
+            image.load()
+        elif isinstance(item, bytes | bytearray):
+            label = f"<{len(item)} bytes>"
+            image = Image.open(io.BytesIO(bytes(item)))
+            image.load()
+        elif isinstance(item, str | Path):
+            with Image.open(item) as opened:
+                opened.load()
+                image = opened.copy()
+        else:
+            raise InputError(repr(item), f"expected an image path, bytes or PIL image, "
+                             f"got {type(item).__name__}")
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(label, "file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(label, f"image too large ({exc})") from None
+    except UnidentifiedImageError:
+        raise InputError(label, "not a readable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(label, f"unreadable or truncated image ({exc})") from None
+    if min(image.size) < 2:
+        raise InputError(label, f"image of {image.size[0]}x{image.size[1]} pixels is too small")
+    return to_rgb(image)
+
+
+def to_rgb(image: Any) -> Any:
+    """8-bit RGB; transparency composited on white."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "F"):
+        image = image.point(lambda v: v / 256).convert("L")
+    return image.convert("RGB")
+
+
+def example_images() -> list[Any]:
+    """A few small synthetic images (gradient, checkerboard, solid, transparent)."""
+    from PIL import Image
+
+    grad = Image.linear_gradient("L").resize((48, 40)).convert("RGB")
+    checker = Image.new("RGB", (32, 32), "white")
+    for x in range(0, 32, 8):
+        for y in range(0, 32, 8):
+            if (x + y) // 8 % 2:
+                checker.paste((200, 30, 30), (x, y, x + 8, y + 8))
+    solid = Image.new("L", (20, 30), 128)
+    clear = Image.new("RGBA", (24, 24), (0, 120, 255, 90))
+    return [grad, checker, solid, clear]
+
+
+class ImageTokenizer:
+    """PIL images -> ``TokenBatch(values=[b 3 s s])`` normalised pixels.
+
+    Args:
+        size: output side in pixels.
+        resize: ``"square"`` resizes to ``size x size`` (ALBEF); ``"shortest"`` resizes the
+            shortest side to ``size`` and centre-crops (CLIP).
+        mean, std: per-channel normalisation.
+        interpolation: ``"bicubic"`` or ``"bilinear"``.
+    """
+
+    modality = "image"
+
+    def __init__(self, size: int = 224, resize: str = "shortest",
+                 mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD,
+                 interpolation: str = "bicubic") -> None:
+        if resize not in ("square", "shortest"):
+            raise ValueError(f"resize must be 'square' or 'shortest', got {resize!r}")
+        self.size, self.resize = int(size), resize
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.interpolation = interpolation
+
+    def __call__(self, items: list[object]) -> TokenBatch:
+        from torchvision.transforms.v2 import functional as TF
+        from torchvision.transforms.v2 import InterpolationMode
+
+        mode = InterpolationMode(self.interpolation)
+        pixels = []
+        for item in items:
+            image = load_image(item)
+            if self.resize == "square":
+                image = TF.resize(image, [self.size, self.size], interpolation=mode)
+            else:
+                image = TF.resize(image, self.size, interpolation=mode)
+                image = TF.center_crop(image, [self.size, self.size])
+            tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
+            pixels.append(TF.normalize(tensor, list(self.mean), list(self.std)))
+        return TokenBatch(values=torch.stack(pixels))
+
+    def config(self) -> dict[str, object]:
+        return {"tokenizer": "image", "size": self.size, "resize": self.resize, "mean": list(self.mean),
+                "std": list(self.std), "interpolation": self.interpolation}
+
+    def save(self, directory: str) -> None:
+        """Nothing to write: the configuration is all there is."""
+
+
+def image_tokenizer(config: dict[str, Any], directory: Path | None = None) -> ImageTokenizer:
+    return ImageTokenizer(**{k: v for k, v in config.items() if k != "tokenizer"})

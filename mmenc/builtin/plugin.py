@@ -1,0 +1,84 @@
+"""mmenc's built-ins, registered through the same hooks as any third-party plugin.
+
+Only specs live here: every target is imported on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mmenc.hookspecs import hookimpl
+from mmenc.specs import (
+    ConverterSpec,
+    FusionSpec,
+    ModalitySpec,
+    ModelSpec,
+    ObjectiveSpec,
+    ParitySpec,
+    TokenizerSpec,
+)
+
+_B = "mmenc.builtin"
+_TOWERS = f"{_B}.towers:build_tower_encoder"
+
+
+@hookimpl
+def mmenc_register_modalities(register: Callable[[ModalitySpec], None]) -> None:
+    register(ModalitySpec("text", f"{_B}.text:load_text", f"{_B}.text:example_text",
+                          "Unicode text (str or UTF-8 bytes)"))
+    register(ModalitySpec("image", f"{_B}.image:load_image", f"{_B}.image:example_images",
+                          "images (path, bytes or PIL), converted to RGB"))
+
+
+@hookimpl
+def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None:
+    register(TokenizerSpec("text", "text", f"{_B}.text:text_tokenizer",
+                           "HF tokenizers: tokenizer.json, BERT vocab.txt, or byte-level"))
+    register(TokenizerSpec("image", "image", f"{_B}.image:image_tokenizer",
+                           "resize + crop + normalise to pixel tensors"))
+
+
+@hookimpl
+def mmenc_register_fusions(register: Callable[[FusionSpec], None]) -> None:
+    register(FusionSpec("dual", f"{_B}.fusion:dual_fusion",
+                        "no fusion: independent towers meeting in the embedding space"))
+    register(FusionSpec("merged", f"{_B}.fusion:merged_fusion",
+                        "concatenated tokens of all modalities through one joint trunk"))
+
+
+@hookimpl
+def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
+    for name, factory, description in (
+        ("contrastive", "contrastive_loss",
+         "symmetric InfoNCE: learnable temperature, all-gather, momentum queue, Matryoshka"),
+        ("masked-modeling", "masked_modeling_loss",
+         "masked token prediction, plain or compound (several fields per position)"),
+        ("matching", "matching_loss", "binary matching with hard negatives from similarities"),
+        ("distillation", "distillation_loss", "soft targets from a momentum model"),
+    ):
+        register(ObjectiveSpec(name, f"mmenc.objectives:{factory}", description))
+
+
+@hookimpl
+def mmenc_register_models(register: Callable[[Any], None]) -> None:
+    for name, modalities, config, fusion, tiny, description in (
+        ("text-tiny", ("text",), "TEXT_TINY", "dual", True, "tiny byte-level text encoder"),
+        ("vit-tiny", ("image",), "VIT_TINY", "dual", True, "tiny ViT image encoder"),
+        ("clip-tiny", ("text", "image"), "CLIP_TINY", "dual", True,
+         "tiny image-text dual encoder"),
+        ("merged-tiny", ("text", "image"), "MERGED_TINY", "merged", True,
+         "tiny single-stream image-text encoder"),
+        ("bert", ("text",), "BERT", "dual", False,
+         "BERT text encoder (base size; converted checkpoints keep their sizes)"),
+        ("roberta", ("text",), "ROBERTA", "dual", False,
+         "RoBERTa text encoder (base size; converted checkpoints keep their sizes)"),
+    ):
+        register(ModelSpec(name, modalities, _TOWERS, f"{_B}.recipes:{config}", fusion,
+                           description, tiny))
+    for fmt, what in (("hf-bert", "BertModel"), ("hf-roberta", "RobertaModel")):
+        register(ConverterSpec(fmt, f"{_B}.hf:convert_hf_text_folder",
+                               f"HF {what} folder (config.json + weights + tokenizer); "
+                               "sentence-transformers pooling kept"))
+    register(ParitySpec("bert", "hf-bert", f"{_B}.hf:run_hf_text"))
+    register(ParitySpec("roberta", "hf-roberta", f"{_B}.hf:run_hf_text"))

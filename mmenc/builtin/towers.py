@@ -1,0 +1,134 @@
+"""Two-tower (and N-tower) encoders: one trunk per modality, projections to a shared space.
+
+Configuration (stored in ``config.json``)::
+
+    {"towers": {"text": {"kind": "text", ...text transformer config...},
+                "image": {"kind": "vision", ...vision transformer config...}},
+     "pooling": {"text": "mean", "image": "cls"},   # cls | mean | pooler
+     "embed_dim": 256,                              # null: no projection
+     "tokenizers": {"text": {...}, "image": {...}},
+     "fusion": {"name": "dual"}}
+
+Each tower is ``mmenc.nn``'s text or vision transformer; the ``fusion`` entry names a fusion
+from the catalogue (``dual``: none; ``merged``: one joint trunk over concatenated tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from mmenc.batch import Features, TokenBatch, Tokenizer
+from mmenc.model import Encoder
+from mmenc.nn import masked_mean
+
+POOLINGS = ("cls", "mean", "pooler")
+
+
+def build_tower(config: dict[str, Any]) -> nn.Module:
+    """A text or vision transformer from its configuration."""
+    kind = config.get("kind")
+    body = {k: v for k, v in config.items() if k != "kind"}
+    if kind == "text":
+        from mmenc.convert.hf_text import build_text_transformer
+
+        return build_text_transformer(body)
+    if kind == "vision":
+        from mmenc.convert.timm_vit import build_vision_transformer
+
+        return build_vision_transformer(body)
+    raise ValueError(f"tower kind must be 'text' or 'vision', got {kind!r}")
+
+
+def tower_features(tower: nn.Module, kind: str, batch: TokenBatch,
+                   output_hidden_states: bool = False) -> Features:
+    """Run one tower on a batch of its modality."""
+    if kind == "text":
+        out = tower(batch.ids, mask=batch.mask,
+                    token_type_ids=batch.extras.get("token_type_ids"),
+                    output_hidden_states=output_hidden_states)
+        return Features(out.last_hidden_state, batch.mask, getattr(out, "pooled", None),
+                        out.hidden_states)
+    out = tower(batch.values, output_hidden_states=output_hidden_states)
+    return Features(out.last_hidden_state, None, None, out.hidden_states)
+
+
+def pool(features: Features, how: str) -> Tensor:
+    """One vector per item: the first token, the masked mean, or the tower's own pooler."""
+    if how == "cls":
+        return features.hidden[:, 0]
+    if how == "mean":
+        return masked_mean(features.hidden, features.mask)
+    if how == "pooler":
+        if features.pooled is None:
+            raise ValueError("pooling 'pooler' needs a tower with a pooler")
+        return features.pooled
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+
+
+class TowerEncoder(Encoder):
+    """One tower per modality, an optional fusion, and a projection per modality.
+
+    Args:
+        recipe: catalogue name.
+        config: see the module docstring.
+        towers: modality -> text or vision transformer.
+        tokenizers: modality -> tokenizer.
+        fusion: a fusion module (``None`` or the ``dual`` fusion for independent towers).
+    """
+
+    def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
+                 tokenizers: dict[str, Tokenizer], fusion: nn.Module | None = None) -> None:
+        super().__init__(recipe, config, tokenizers)
+        self.towers = nn.ModuleDict(towers)
+        self.kinds = {m: config["towers"][m]["kind"] for m in towers}
+        self.pooling = {m: config.get("pooling", {}).get(m, "cls") for m in towers}
+        self.fusion = fusion
+        embed_dim = config.get("embed_dim")
+        self.proj = nn.ModuleDict({
+            m: nn.Linear(self.width(m), embed_dim, bias=False) if embed_dim else nn.Identity()
+            for m in towers
+        })
+
+    def width(self, modality: str) -> int:
+        return int(self.config["towers"][modality]["trunk"]["dim"])
+
+    def forward_features(self, batch: TokenBatch, modality: str,
+                         output_hidden_states: bool = False) -> Features:
+        self.check_modality(modality)
+        features = tower_features(self.towers[modality], self.kinds[modality], batch,
+                                  output_hidden_states)
+        if self.fusion is not None:
+            features = self.fusion({modality: features})[modality]
+        return features
+
+    def forward_fused(self, batches: dict[str, TokenBatch]) -> dict[str, Features]:
+        """Every modality's features after the fusion sees all of them together."""
+        states = {m: tower_features(self.towers[m], self.kinds[m], b) for m, b in batches.items()}
+        return self.fusion(states) if self.fusion is not None else states
+
+    def embed(self, batch: TokenBatch, modality: str) -> Tensor:
+        features = self.forward_features(batch, modality)
+        return self.proj[modality](pool(features, self.pooling[modality]))
+
+
+def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -> TowerEncoder:
+    """Build a :class:`TowerEncoder` (tokenizer files are read from ``directory``)."""
+    from mmenc.registry import catalogue
+    from mmenc.specs import resolve
+
+    cat = catalogue()
+    towers = {m: build_tower(c) for m, c in config["towers"].items()}
+    tokenizers = {}
+    for modality, tok_cfg in config["tokenizers"].items():
+        name = tok_cfg.get("tokenizer", modality)
+        tokenizers[modality] = resolve(cat.get("tokenizer", name).factory)(tok_cfg, directory)
+    fusion_cfg = dict(config.get("fusion") or {"name": "dual"})
+    fusion_name = fusion_cfg.pop("name")
+    fusion = resolve(cat.get("fusion", fusion_name).factory)(
+        widths={m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()}, **fusion_cfg
+    )
+    return TowerEncoder("towers", config, towers, tokenizers, fusion)
+

@@ -1,0 +1,238 @@
+"""The base class of every catalogue model and mmenc's checkpoint format.
+
+A saved model is a directory: ``model.safetensors`` (weights), ``config.json`` (recipe name,
+configuration, tokenizer configurations, versions) and the tokenizers' own files. Loading it
+reads JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmenc.batch import Features, TokenBatch, Tokenizer
+from mmenc.checkpoint import read_json
+from mmenc.errors import CheckpointError, UnknownNameError
+
+FORMAT = "mmenc"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class Encoder(nn.Module):
+    """A model of the catalogue: tokenizers, towers, an optional fusion and projections.
+
+    Subclasses implement :meth:`forward_features` and :meth:`embed`; the base class gives
+    tokenization, ``encode``, gradient checkpointing and saving.
+
+    Args:
+        recipe: the catalogue name of the recipe that built the model.
+        config: the configuration that rebuilds the same architecture (stored in config.json).
+        tokenizers: one tokenizer per modality the model encodes.
+    """
+
+    def __init__(self, recipe: str, config: dict[str, Any], tokenizers: dict[str, Tokenizer]):
+        super().__init__()
+        self.recipe = recipe
+        self.config = dict(config)
+        self.tokenizers = dict(tokenizers)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.tokenizers)
+
+    # -- the model contract -----------------------------------------------------------------
+    def forward_features(
+        self, batch: TokenBatch, modality: str, output_hidden_states: bool = False
+    ) -> Features:
+        """Token states of one modality.
+
+        Inputs:
+            batch: a tokenized batch of ``modality``.
+        Returns:
+            :class:`Features` with ``hidden`` ``[b n d]``, its mask and ``pooled`` ``[b d]``.
+        """
+        raise NotImplementedError
+
+    def embed(self, batch: TokenBatch, modality: str) -> Tensor:
+        """Items of one modality in the shared space, ``[b e]``, not normalised."""
+        raise NotImplementedError
+
+    def forward(self, batch: TokenBatch, modality: str) -> Tensor:
+        return self.embed(batch, modality)
+
+    def check_modality(self, modality: str) -> None:
+        if modality not in self.tokenizers:
+            raise UnknownNameError(f"modality of {self.recipe}", modality, self.tokenizers)
+
+    # -- raw items -> vectors -----------------------------------------------------------
+    def tokenize(self, items: Sequence[Any], modality: str) -> TokenBatch:
+        """Load and validate raw items with the modality's loader, then tokenize them."""
+        from mmenc.registry import catalogue
+        from mmenc.specs import resolve
+
+        self.check_modality(modality)
+        load = resolve(catalogue().get("modality", modality).loader)
+        return self.tokenizers[modality]([load(item) for item in items])
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        items: Iterable[Any],
+        modality: str,
+        batch_size: int = 32,
+        normalize: bool = True,
+        dim: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> Tensor:
+        """Embed raw items of any modality of the model.
+
+        Args:
+            items: raw items (strings, paths, images, ...), validated by the modality's loader.
+            modality: which of :attr:`modalities` the items are.
+            batch_size: items per forward pass.
+            normalize: L2-normalise the embeddings (after truncation to ``dim``).
+            dim: keep the first ``dim`` dimensions (Matryoshka truncation).
+            show_progress_bar: a tqdm bar; by default only for more than 4 batches on a terminal.
+        Returns:
+            ``[len(items) e]`` float32 embeddings on the CPU.
+        """
+        items = list(items)
+        self.check_modality(modality)
+        was_training = self.training
+        self.eval()
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        # batches of similar length waste less compute on padding; the order is restored below
+        order = sorted(range(len(items)), key=lambda i: -len(items[i])) \
+            if all(isinstance(x, str) for x in items) else list(range(len(items)))
+        starts = range(0, len(items), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(starts) > 4 and os.isatty(2)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encode {modality}", unit="batch")  # type: ignore[assignment]
+        out = []
+        for start in starts:
+            chunk = [items[i] for i in order[start : start + batch_size]]
+            batch = self.tokenize(chunk, modality).to(device)
+            out.append(self.embed(batch, modality).float().cpu())
+        self.train(was_training)
+        if not out:
+            raise ValueError("encode() got no items")
+        emb = torch.empty_like(torch.cat(out))
+        emb[torch.tensor(order)] = torch.cat(out)
+        if dim is not None:
+            if not 0 < dim <= emb.shape[1]:
+                raise ValueError(f"dim={dim} is outside 1..{emb.shape[1]}")
+            emb = emb[:, :dim]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    # -- training helpers -----------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute layer activations in the backward pass to save memory."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_grad_checkpointing"):
+                module.set_grad_checkpointing(enable)
+
+    # -- checkpoint format ------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``model.safetensors``, ``config.json`` and tokenizer files into ``path``."""
+        from safetensors.torch import save_model
+
+        from mmenc import __version__
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for tok in self.tokenizers.values():
+            tok.save(str(path))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "recipe": self.recipe,
+            "config": {**self.config,
+                       "tokenizers": {m: t.config() for m, t in self.tokenizers.items()}},
+            "versions": {
+                "mmenc": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        with tempfile.NamedTemporaryFile(dir=path, suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
+        save_model(self, tmp_name, metadata={"format": "pt", "recipe": self.recipe})
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path / WEIGHTS)
+        (path / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a saved model, checked for the fields mmenc needs."""
+    path = Path(path)
+    meta = read_json(path / CONFIG)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path / CONFIG}: not an mmenc model (format={meta.get('format')!r}); "
+            "import foreign checkpoints with `mmenc convert`"
+        )
+    for key, kind in (("recipe", str), ("config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path / CONFIG}: '{key}' must be a {kind.__name__}")
+    return meta
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
+    """Load a model saved by :meth:`Encoder.save_pretrained` (or ``mmenc convert``)."""
+    from safetensors import SafetensorError, safe_open
+
+    from mmenc.registry import catalogue
+    from mmenc.specs import resolve
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory holding config.json and {WEIGHTS}")
+    meta = read_config(path)
+    spec = catalogue().get("model", meta["recipe"])
+    try:
+        model: Encoder = resolve(spec.builder)(meta["config"], directory=path)
+        model.recipe = spec.name
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / CONFIG}: config does not fit recipe "
+                              f"{meta['recipe']!r} ({type(exc).__name__}: {exc})") from None
+    weights = path / WEIGHTS
+    try:
+        with safe_open(str(weights), framework="pt", device=str(map_location)) as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
+    _load_with_ties(model, state, str(weights))
+    return model.to(map_location)
+
+
+def _load_with_ties(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Strict load that accepts tied parameters saved once (as safetensors' save_model does)."""
+    from mmenc.checkpoint import fit_state_dict
+
+    own = model.state_dict()
+    by_storage: dict[tuple[int, int], list[str]] = {}
+    for key, tensor in own.items():
+        by_storage.setdefault((tensor.untyped_storage().data_ptr(), tensor.storage_offset()),
+                              []).append(key)
+    full = dict(state)
+    for group in by_storage.values():
+        present = [k for k in group if k in state]
+        if present:
+            for k in group:
+                full.setdefault(k, state[present[0]])
+    fit_state_dict(model, full, source)
