@@ -1,0 +1,1 @@
+"""Zero-shot retrieval: similarity, search and evaluation metrics."""
