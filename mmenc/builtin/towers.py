@@ -113,6 +113,24 @@ class TowerEncoder(Encoder):
         features = self.forward_features(batch, modality)
         return self.proj[modality](pool(features, self.pooling[modality]))
 
+    def warm_start(self, modality: str, source: TowerEncoder, keep_pooling: bool = False) -> None:
+        """Replace one tower (and its tokenizer) with the tower of another model, weights
+        included: a text tower can start from a converted checkpoint. The projection is rebuilt
+        when the width changes; the pooling follows the source unless ``keep_pooling``."""
+        self.check_modality(modality)
+        source.check_modality(modality)
+        width = source.width(modality)
+        self.towers[modality] = source.towers[modality]
+        self.tokenizers[modality] = source.tokenizers[modality]
+        self.config["towers"][modality] = source.config["towers"][modality]
+        self.config["tokenizers"][modality] = source.tokenizers[modality].config()
+        if not keep_pooling:
+            self.pooling[modality] = source.pooling[modality]
+            self.config.setdefault("pooling", {})[modality] = source.pooling[modality]
+        embed_dim = self.config.get("embed_dim")
+        if embed_dim:
+            self.proj[modality] = nn.Linear(width, embed_dim, bias=False)
+
 
 def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -> TowerEncoder:
     """Build a :class:`TowerEncoder` (tokenizer files are read from ``directory``)."""
