@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mmenc.convert.hf_text import load_hf_text
+from mmenc.keymaps.hf_text import load_hf_text
 
 ROBERTA_BASE: dict[str, Any] = dict(
     vocab_size=50265,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmenc.convert.hf_text import (
+from mmenc.keymaps.hf_text import (
     build_text_transformer,
     convert_hf_text_state_dict,
     load_converted,
@@ -160,7 +160,7 @@ def test_unmapped_base_key_is_an_error() -> None:
 
 def test_timm_vit_parity() -> None:
     timm = pytest.importorskip("timm")
-    from mmenc.convert.timm_vit import load_timm_vit
+    from mmenc.keymaps.timm_vit import load_timm_vit
 
     torch.manual_seed(0)
     ref = timm.models.vision_transformer.VisionTransformer(
@@ -180,7 +180,7 @@ def test_timm_vit_parity() -> None:
 def test_timm_vit_position_interpolation() -> None:
     """Other image sizes resize positions bicubically, antialiased as in timm, class token kept."""
     timm = pytest.importorskip("timm")
-    from mmenc.convert.timm_vit import load_timm_vit
+    from mmenc.keymaps.timm_vit import load_timm_vit
 
     torch.manual_seed(0)
     ref = timm.models.vision_transformer.VisionTransformer(

@@ -37,7 +37,7 @@ def convert_hf_text_folder(src: Path, max_length: int | None = None,
                            pooling: str | None = None,
                            tokenizer: str | Path | None = None) -> TowerEncoder:
     """An HF BERT or RoBERTa folder -> a text-only :class:`TowerEncoder` (recipe ``bert`` or
-    ``roberta``), weights mapped by :mod:`mmenc.convert.hf_text`.
+    ``roberta``), weights mapped by :mod:`mmenc.keymaps.hf_text`.
 
     Args:
         src: the folder.
@@ -47,7 +47,7 @@ def convert_hf_text_folder(src: Path, max_length: int | None = None,
         tokenizer: a folder with ``tokenizer.json`` or ``vocab.txt`` when ``src`` has none
             (without one the model encodes token ids only).
     """
-    from mmenc.convert.hf_text import convert_hf_text_state_dict, text_config_from_hf
+    from mmenc.keymaps.hf_text import convert_hf_text_state_dict, text_config_from_hf
 
     src = Path(src)
     if not src.is_dir():

@@ -32,11 +32,11 @@ def build_tower(config: dict[str, Any]) -> nn.Module:
     kind = config.get("kind")
     body = {k: v for k, v in config.items() if k != "kind"}
     if kind == "text":
-        from mmenc.convert.hf_text import build_text_transformer
+        from mmenc.keymaps.hf_text import build_text_transformer
 
         return build_text_transformer(body)
     if kind == "vision":
-        from mmenc.convert.timm_vit import build_vision_transformer
+        from mmenc.keymaps.timm_vit import build_vision_transformer
 
         return build_vision_transformer(body)
     raise ValueError(f"tower kind must be 'text' or 'vision', got {kind!r}")

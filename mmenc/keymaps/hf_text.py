@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmenc.checkpoint import fit_state_dict
 from mmenc.nn import Pooler, TextEmbeddings, TextTransformer, TrunkConfig, build_trunk
 
 log = logging.getLogger(__name__)
@@ -233,31 +234,9 @@ def convert_hf_text_state_dict(
 
 
 def load_converted(model: nn.Module, sd: Mapping[str, Tensor]) -> None:
-    """Load a converted state dict strictly, with one readable error for every problem.
-
-    Raises:
-        ValueError: listing missing, unexpected and mis-shaped keys.
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(sd) & set(own)
-        if sd[k].shape != own[k].shape
-    )
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys)}"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shapes),
-        )
-        if keys
-    ]
-    if problems:
-        raise ValueError("converted state dict does not fit the model:\n  " + "\n  ".join(problems))
-    model.load_state_dict(dict(sd), strict=True)
+    """Load a converted state dict strictly; a :class:`~mmenc.errors.CheckpointError` (a
+    ``ValueError``) lists every missing, unexpected and mis-shaped key."""
+    fit_state_dict(model, sd, source="converted state dict")
 
 
 def load_hf_text(sd: Mapping[str, Tensor], hf_config: Mapping[str, Any]) -> TextTransformer:

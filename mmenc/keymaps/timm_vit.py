@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
-from mmenc.convert.hf_text import ConvertedStateDict, apply_key_map, expand_rows, load_converted
+from mmenc.keymaps.hf_text import ConvertedStateDict, apply_key_map, expand_rows, load_converted
 from mmenc.nn import TrunkConfig, VisionEmbeddings, VisionTransformer, build_trunk
 
 log = logging.getLogger(__name__)
