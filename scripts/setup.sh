@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 venv=${MMENC_VENV:-.venv}
 python=${PYTHON:-python3}
-plugins=$(for d in plugins/*/; do [ -f "$d/pyproject.toml" ] && echo "$d"; done)
+plugins=""
+for d in plugins/*/; do
+    if [ -f "$d/pyproject.toml" ]; then plugins="$plugins ${d%/}"; fi
+done
 stamp="$venv/.mmenc-setup"
 want=$(cat constraints.txt pyproject.toml scripts/apt-packages.txt scripts/setup.sh \
         $(for d in $plugins; do echo "$d/pyproject.toml"; done) | sha256sum | cut -d' ' -f1)
