@@ -10,6 +10,7 @@ from typing import Any
 
 from mmenc.hookspecs import hookimpl
 from mmenc.specs import (
+    CommandSpec,
     ConverterSpec,
     FusionSpec,
     ModalitySpec,
@@ -82,3 +83,15 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
                                "sentence-transformers pooling kept"))
     register(ParitySpec("bert", "hf-bert", f"{_B}.hf:run_hf_text"))
     register(ParitySpec("roberta", "hf-roberta", f"{_B}.hf:run_hf_text"))
+
+
+@hookimpl
+def mmenc_register_commands(register: Callable[[CommandSpec], None]) -> None:
+    register(CommandSpec("pretrain", "mmenc.train.cli:pretrain",
+                         "pretrain a model from a YAML config (resumable; DDP under torchrun)"))
+    register(CommandSpec("embed", "mmenc.retrieval.cli:embed",
+                         "embed items into a SQLite store (unchanged items are skipped)"))
+    register(CommandSpec("search", "mmenc.retrieval.cli:search",
+                         "search a store with a query of any modality"))
+    register(CommandSpec("eval", "mmenc.retrieval.cli:eval_group",
+                         "evaluate a model (retrieval metrics, reports and plots)"))

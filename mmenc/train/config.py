@@ -1,0 +1,297 @@
+"""The configuration of a pretraining run: dataclasses read from YAML and checked before any work.
+
+Every key is checked against the dataclasses below: an unknown key, a value of the wrong type or
+a missing required key is a :class:`~mmenc.errors.ConfigError` naming the file and the key path
+(``train.yaml: optim.lr: expected a number, got 'fast'``). Catalogue names (recipe, objectives)
+and the objectives' own options are checked here too, so a typo never costs a model build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from mmenc.errors import ConfigError, UnknownNameError
+
+TASKS = ("contrastive", "masked-modeling", "matching")
+"""Objectives the engine knows how to feed; each needs this many modalities."""
+_ARITY = {"contrastive": 2, "masked-modeling": 1, "matching": 2}
+
+# Options each task accepts in its ``config`` (beyond the objective's constructor, see
+# :func:`objective_options`), and the constructor arguments the engine fills in itself.
+_EXTRA = {"contrastive": {"momentum"}, "masked-modeling": {"mask_id", "vocab_size", "special_ids"},
+          "matching": {"pool", "temperature"}}
+_FILLED = {"contrastive": set(), "masked-modeling": {"vocab_sizes", "decoder_weights", "mask_ids"},
+           "matching": set()}
+
+# Keys that change neither the maths nor the data order: a run may resume with other values.
+_NOT_HASHED = ("checkpoint", "log_every", "progress", "output_dir")
+
+
+@dataclass
+class ModelConfig:
+    """``recipe``: a catalogue model; ``overrides``: merged into its configuration;
+    ``warm_start``: modality -> a saved mmenc model whose tower starts that modality;
+    ``freeze``: parameter-name prefixes that are not trained (e.g. ``towers.text``)."""
+
+    recipe: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    warm_start: dict[str, str] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ObjectiveConfig:
+    """One weighted objective on one or two modalities; ``config`` goes to the objective."""
+
+    name: str
+    modalities: list[str]
+    weight: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """A JSONL manifest (``train``) or webdataset shards (``shards``)."""
+
+    train: str | None = None
+    shards: str | None = None
+    modalities: list[str] = field(default_factory=list)
+    extensions: dict[str, str] = field(default_factory=dict)
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then a cosine decay to ``min_lr``."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class CheckpointConfig:
+    """Write a checkpoint every ``every`` steps (and at the end); keep the last ``keep``."""
+
+    every: int = 1000
+    keep: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """A whole run. ``batch_size`` is the global batch, split evenly over the ranks."""
+
+    model: ModelConfig
+    objectives: list[ObjectiveConfig]
+    data: DataConfig
+    batch_size: int
+    steps: int
+    output_dir: str
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log_every: int = 10
+    device: str = "auto"
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A hash of everything that decides the weights; resuming checks it."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        data["data"].pop("num_workers")  # threads change the speed, not the batches
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- reading ----------------------------------------------------------------------------------
+def load_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a YAML file, a mapping or a config.
+
+    Raises:
+        ConfigError: naming the file (``<config>`` for a mapping) and the key path.
+    """
+    if isinstance(source, TrainConfig):
+        source = source.to_dict()
+    if isinstance(source, dict):
+        where, data = "<config>", source
+    else:
+        import yaml
+
+        path = Path(source)
+        where = path.name
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys at the top level")
+    config = _build(TrainConfig, data, "", where)
+    _check(config, where)
+    return config
+
+
+def _build(cls: type, data: Any, path: str, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: {path}{key}: unknown key{hint} "
+                              f"(known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], f"{path}{name}", where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: {path}{name}: required key is missing")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{path}.", where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {path}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{path}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {path}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{path}.{k}", where) for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML 1.1 reads `1e-3` (no dot) as a string; accept any spelling float() accepts
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: {path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path}")
+
+
+# -- meaning ----------------------------------------------------------------------------------
+def objective_options(name: str) -> set[str]:
+    """The keys an objective entry's ``config`` may hold."""
+    import inspect
+
+    from mmenc.objectives.contrastive import ContrastiveLoss
+    from mmenc.objectives.masked import MaskedModelingLoss
+    from mmenc.objectives.matching import MatchingLoss
+
+    cls = {"contrastive": ContrastiveLoss, "masked-modeling": MaskedModelingLoss,
+           "matching": MatchingLoss}[name]
+    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return (params - _FILLED[name]) | _EXTRA[name]
+
+
+def _check(config: TrainConfig, where: str) -> None:
+    """Checks that need more than one key or the catalogue."""
+    from mmenc.registry import catalogue
+
+    def fail(path: str, message: str) -> ConfigError:
+        return ConfigError(f"{where}: {path}: {message}")
+
+    cat = catalogue()
+    try:
+        spec = cat.get("model", config.model.recipe)
+    except UnknownNameError as exc:
+        raise fail("model.recipe", str(exc)) from None
+    for key, value in (("batch_size", config.batch_size), ("steps", config.steps),
+                       ("log_every", config.log_every),
+                       ("checkpoint.every", config.checkpoint.every),
+                       ("checkpoint.keep", config.checkpoint.keep)):
+        if value < 1:
+            raise fail(key, f"must be at least 1, got {value}")
+    if config.data.num_workers < 0:
+        raise fail("data.num_workers", "must not be negative")
+    if len(config.optim.betas) != 2:
+        raise fail("optim.betas", f"expected two numbers, got {config.optim.betas}")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise fail("device", f"expected auto, cpu or cuda, got {config.device!r}")
+    if (config.data.train is None) == (config.data.shards is None):
+        raise fail("data", "give exactly one of 'train' (a JSONL manifest) and 'shards'")
+    if not config.objectives:
+        raise fail("objectives", "at least one objective is needed")
+    for m in config.model.warm_start:
+        if m not in spec.modalities:
+            raise fail(f"model.warm_start.{m}",
+                       f"recipe {spec.name!r} has no such modality ({', '.join(spec.modalities)})")
+    used: list[str] = []
+    labels: set[str] = set()
+    for i, obj in enumerate(config.objectives):
+        path = f"objectives[{i}]"
+        try:
+            cat.get("objective", obj.name)
+        except UnknownNameError as exc:
+            raise fail(f"{path}.name", str(exc)) from None
+        if obj.name not in TASKS:
+            hint = " (momentum distillation is the contrastive option 'momentum' with 'alpha')" \
+                if obj.name == "distillation" else ""
+            raise fail(f"{path}.name", f"objective {obj.name!r} cannot be trained by "
+                       f"`mmenc pretrain`; use one of {', '.join(TASKS)}{hint}")
+        if len(obj.modalities) != _ARITY[obj.name]:
+            raise fail(f"{path}.modalities",
+                       f"{obj.name} needs {_ARITY[obj.name]} modalities, got {obj.modalities}")
+        for m in obj.modalities:
+            if m not in spec.modalities:
+                raise fail(f"{path}.modalities", f"recipe {spec.name!r} does not encode {m!r} "
+                           f"({', '.join(spec.modalities)})")
+            used.append(m)
+        allowed = objective_options(obj.name)
+        for key in obj.config:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise fail(f"{path}.config.{key}", f"unknown option of {obj.name}{hint} "
+                           f"(known: {', '.join(sorted(allowed))})")
+        label = obj.label or obj.name
+        if label in labels:
+            raise fail(f"{path}.label", f"two objectives are called {label!r}: give each a label")
+        labels.add(label)
+    if not config.data.modalities:
+        config.data.modalities = sorted(set(used))
+    for m in used:
+        if m not in config.data.modalities:
+            raise fail("data.modalities", f"an objective uses {m!r}, which is not listed")
