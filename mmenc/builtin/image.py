@@ -111,21 +111,32 @@ class ImageTokenizer:
         self.interpolation = interpolation
 
     def __call__(self, items: list[object]) -> TokenBatch:
-        from torchvision.transforms.v2 import functional as TF
-        from torchvision.transforms.v2 import InterpolationMode
+        import numpy as np
+        from PIL import Image
 
-        mode = InterpolationMode(self.interpolation)
-        pixels = []
+        # PIL does the resizing (as torchvision does for PIL images); one batched normalise
+        resample = {"bicubic": Image.Resampling.BICUBIC,
+                    "bilinear": Image.Resampling.BILINEAR}[self.interpolation]
+        arrays = []
         for item in items:
             image = load_image(item)
             if self.resize == "square":
-                image = TF.resize(image, [self.size, self.size], interpolation=mode)
+                image = image.resize((self.size, self.size), resample)
             else:
-                image = TF.resize(image, self.size, interpolation=mode)
-                image = TF.center_crop(image, [self.size, self.size])
-            tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
-            pixels.append(TF.normalize(tensor, list(self.mean), list(self.std)))
-        return TokenBatch(values=torch.stack(pixels))
+                w, h = image.size
+                short, long = (w, h) if w <= h else (h, w)
+                new_long = int(self.size * long / short)
+                new_w, new_h = (self.size, new_long) if w <= h else (new_long, self.size)
+                if (new_w, new_h) != (w, h):
+                    image = image.resize((new_w, new_h), resample)
+                top = int(round((new_h - self.size) / 2.0))
+                left = int(round((new_w - self.size) / 2.0))
+                image = image.crop((left, top, left + self.size, top + self.size))
+            arrays.append(np.asarray(image, dtype=np.uint8))
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return TokenBatch(values=(pixels - mean) / std)
 
     def config(self) -> dict[str, object]:
         return {"tokenizer": "image", "size": self.size, "resize": self.resize, "mean": list(self.mean),
