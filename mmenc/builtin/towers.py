@@ -18,9 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
+from mmenc.builtin.fusion import DualFusion
 from mmenc.model import Encoder
 from mmenc.nn import masked_mean
 
@@ -86,6 +88,7 @@ class TowerEncoder(Encoder):
         self.kinds = {m: config["towers"][m]["kind"] for m in towers}
         self.pooling = {m: config.get("pooling", {}).get(m, "cls") for m in towers}
         self.fusion = fusion
+        self._frozen_cache: dict[str, tuple[tuple[int, ...], dict[bytes, Tensor]]] = {}
         embed_dim = config.get("embed_dim")
         self.proj = nn.ModuleDict({
             m: nn.Linear(self.width(m), embed_dim, bias=False) if embed_dim else nn.Identity()
@@ -110,8 +113,42 @@ class TowerEncoder(Encoder):
         return self.fusion(states) if self.fusion is not None else states
 
     def embed(self, batch: TokenBatch, modality: str) -> Tensor:
+        if self.training and self._frozen(modality) and batch.ids is not None:
+            return self.proj[modality](self._frozen_pooled(batch, modality))
         features = self.forward_features(batch, modality)
         return self.proj[modality](pool(features, self.pooling[modality]))
+
+    def _frozen(self, modality: str) -> bool:
+        """A tower with no trainable parameter, feeding no fusion that could change it."""
+        if self.fusion is not None and not isinstance(self.fusion, DualFusion):
+            return False
+        return not any(p.requires_grad for p in self.towers[modality].parameters())
+
+    @torch.no_grad()
+    def _frozen_pooled(self, batch: TokenBatch, modality: str) -> Tensor:
+        """Pooled states of a frozen tower, in eval mode (no dropout), computed once per
+        distinct token sequence: a frozen text tower then costs one pass over the captions
+        instead of one per epoch."""
+        tower = self.towers[modality]
+        # in-place changes of the weights (a load, an unfreeze and a step) bump _version
+        version = tuple(p._version for p in tower.parameters())
+        cached_version, cache = self._frozen_cache.get(modality, (None, {}))
+        if cached_version != version:
+            cache = {}
+            self._frozen_cache[modality] = (version, cache)
+        mask = batch.mask if batch.mask is not None else torch.ones(batch.ids.shape[:2],
+                                                                    dtype=torch.bool)
+        keys = [row[m].cpu().numpy().tobytes() for row, m in zip(batch.ids, mask)]
+        todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in cache}.values())
+        if todo:
+            tower.eval()
+            sub = batch.select(torch.tensor(todo))
+            pooled = pool(tower_features(tower, self.kinds[modality], sub),
+                          self.pooling[modality])
+            tower.train(self.training)
+            for i, row in zip(todo, pooled):
+                cache[keys[i]] = row
+        return torch.stack([cache[k] for k in keys])
 
     def warm_start(self, modality: str, source: TowerEncoder, keep_pooling: bool = False) -> None:
         """Replace one tower (and its tokenizer) with the tower of another model, weights
