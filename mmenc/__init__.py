@@ -33,6 +33,9 @@ _EXPORTS = {
     "InputError": "mmenc.errors",
     "CheckpointError": "mmenc.errors",
     "UnknownNameError": "mmenc.errors",
+    "similarity": "mmenc.retrieval.search",
+    "semantic_search": "mmenc.retrieval.search",
+    "build_zero_shot_classifier": "mmenc.retrieval.search",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 
@@ -23,7 +22,7 @@ def first_relevant_rank(scores: Tensor, relevant: Tensor) -> Tensor:
 def ranks_of_relevant(scores: Tensor, relevant: Tensor) -> list[Tensor]:
     """For each query, the sorted 1-based ranks of all its relevant items (ties against)."""
     out = []
-    for row, rel in zip(scores, relevant):
+    for row, rel in zip(scores, relevant, strict=True):
         s_rel = row[rel]  # [r]
         out.append(((row[None, :] >= s_rel[:, None]).sum(dim=1)).sort().values)
     return out
@@ -38,7 +37,8 @@ def retrieval_metrics(scores: Tensor, relevant: Tensor, ks: tuple[int, ...] = (1
         relevant: ``[q g]`` bool; every query needs at least one relevant item.
     """
     if scores.shape != relevant.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and relevant {tuple(relevant.shape)} differ")
+        raise ValueError(f"scores {tuple(scores.shape)} and relevant "
+                         f"{tuple(relevant.shape)} differ")
     if not bool(relevant.any(dim=1).all()):
         raise ValueError("every query needs at least one relevant gallery item")
     scores, relevant = scores.double(), relevant.bool()

@@ -1,0 +1,150 @@
+"""Similarity, semantic search and zero-shot classifiers over embeddings of any modality.
+
+The vocabulary is sentence-transformers' (``similarity``, ``semantic_search`` with lists of
+``{"corpus_id", "score"}``) and open_clip's (``build_zero_shot_classifier``), so code written
+for them reads the same here.
+
+Axes: ``q`` queries, ``g`` corpus rows, ``e`` embedding dims, ``c`` classes, ``t`` templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmenc.retrieval.index import topk_exact
+
+ArrayLike = Tensor | np.ndarray | Sequence[Sequence[float]] | Sequence[float]
+ScoreFunction = str | Callable[[Tensor, Tensor], Tensor]
+Template = str | Callable[[str], Any]
+
+
+def as_matrix(x: ArrayLike) -> Tensor:
+    """A float ``[n e]`` CPU tensor from a tensor, array or nested list; a vector becomes one
+    row."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if t.dim() == 1:
+        t = t[None, :]
+    if t.dim() != 2:
+        raise ValueError(f"embeddings must be [n e] (or one [e] vector), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.float()
+    return t
+
+
+def cos_sim(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine similarity ``[n m]`` of the rows of ``a [n e]`` and ``b [m e]``."""
+    return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+def dot_score(a: Tensor, b: Tensor) -> Tensor:
+    return a @ b.T
+
+
+SCORE_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"cosine": cos_sim,
+                                                                  "dot": dot_score}
+
+
+def _score_function(score_function: ScoreFunction) -> Callable[[Tensor, Tensor], Tensor]:
+    if callable(score_function):
+        return score_function
+    if score_function not in SCORE_FUNCTIONS:
+        raise ValueError(f"score_function must be one of {', '.join(SCORE_FUNCTIONS)} "
+                         f"or a callable, got {score_function!r}")
+    return SCORE_FUNCTIONS[score_function]
+
+
+def similarity(a: ArrayLike, b: ArrayLike, score_function: ScoreFunction = "cosine") -> Tensor:
+    """The similarity matrix of two sets of embeddings.
+
+    Inputs:
+        a: ``[n e]`` embeddings (or one ``[e]`` vector).
+        b: ``[m e]`` embeddings (or one ``[e]`` vector).
+        score_function: ``"cosine"`` (default), ``"dot"`` or a callable ``(a, b) -> [n m]``.
+    Returns:
+        ``[n m]`` float scores.
+    """
+    a, b = as_matrix(a), as_matrix(b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"embedding sizes differ: {a.shape[1]} and {b.shape[1]}")
+    return _score_function(score_function)(a, b)
+
+
+def semantic_search(query_embeddings: ArrayLike, corpus_embeddings: ArrayLike, top_k: int = 10,
+                    query_chunk_size: int = 100, corpus_chunk_size: int = 500_000,
+                    score_function: ScoreFunction = "cosine") -> list[list[dict[str, Any]]]:
+    """The ``top_k`` best corpus entries of each query, exact.
+
+    The corpus is scored ``corpus_chunk_size`` rows at a time and queries
+    ``query_chunk_size`` at a time, so memory stays at one ``[query_chunk corpus_chunk]``
+    block whatever the corpus size. Equal scores are ordered by the lower ``corpus_id``.
+
+    Inputs:
+        query_embeddings: ``[q e]`` (or one ``[e]`` vector).
+        corpus_embeddings: ``[g e]``.
+        top_k: results per query; fewer when the corpus is smaller.
+        score_function: ``"cosine"`` (default), ``"dot"`` or a callable ``(a, b) -> [n m]``.
+    Returns:
+        one list per query of ``{"corpus_id": int, "score": float}``, best first.
+    """
+    queries, corpus = as_matrix(query_embeddings), as_matrix(corpus_embeddings)
+    if queries.shape[1] != corpus.shape[1]:
+        raise ValueError(f"embedding sizes differ: {queries.shape[1]} and {corpus.shape[1]}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    score_fn = _score_function(score_function)
+    cosine = score_function == "cosine"
+    if cosine:
+        # normalise the queries once; corpus chunks are normalised as they are scored, so a
+        # 1M-row corpus is never copied whole
+        queries, score_fn = F.normalize(queries, dim=-1), dot_score
+    if len(corpus) == 0:
+        return [[] for _ in range(len(queries))]
+    scores, ids = topk_exact(queries, corpus.to(queries.dtype), top_k, score_fn,
+                             corpus_chunk=corpus_chunk_size, query_chunk=query_chunk_size,
+                             normalize_gallery=cosine)
+    return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i, strict=True)]
+            for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)]
+
+
+def _format(template: Template, classname: str) -> Any:
+    if callable(template):
+        return template(classname)
+    return template.format(classname, c=classname)
+
+
+def build_zero_shot_classifier(model: Any, classnames: Sequence[str],
+                               templates: Sequence[Template] = ("{}",), modality: str = "text",
+                               batch_size: int = 32, dim: int | None = None,
+                               show_progress_bar: bool | None = None) -> Tensor:
+    """Class weights for zero-shot classification: one prompt per (class, template), encoded,
+    normalised, averaged per class and normalised again (open_clip's recipe).
+
+    Classify with ``logits = normalize(encode(items, other_modality)) @ weights``.
+
+    Args:
+        model: an :class:`mmenc.Encoder` (anything with ``encode(items, modality, ...)``).
+        classnames: the class names, in label order.
+        templates: strings formatted with the class name (``"a photo of a {}."``, or with a
+            named field ``"{c}"``), or callables ``classname -> raw item``; the result must be
+            a raw item of ``modality`` (a callable can return a path for a non-text modality).
+        modality: the modality the prompts are encoded as.
+        batch_size: prompts per forward pass.
+        dim: Matryoshka truncation of the embeddings before normalising.
+        show_progress_bar: as in :meth:`mmenc.Encoder.encode`.
+    Returns:
+        ``[e c]`` unit-norm columns, one per class.
+    """
+    classnames, templates = list(classnames), list(templates)
+    if not classnames or not templates:
+        raise ValueError("build_zero_shot_classifier needs at least one class and one template")
+    prompts = [_format(t, c) for c in classnames for t in templates]  # class-major: [c*t]
+    emb = model.encode(prompts, modality, batch_size=batch_size, normalize=True, dim=dim,
+                       show_progress_bar=show_progress_bar)  # [c*t e]
+    per_class = emb.reshape(len(classnames), len(templates), -1).mean(dim=1)  # [c e]
+    return F.normalize(per_class, dim=-1).T.contiguous()  # [e c]

@@ -1,0 +1,440 @@
+"""A SQLite store of embeddings: float32 blobs keyed by item id, with content hashes.
+
+Tables:
+  ``meta(key, value)``: the model that made the embeddings (its path, recipe, the sha256 of
+  its ``config.json`` and of its ``model.safetensors``), the embedding dim, a generation
+  counter bumped by every write.
+  ``items(id, modality, content_sha256, source, embedding, dim, updated)``: one row per item;
+  ``embedding`` is ``dim`` little-endian float32 values.
+
+A store belongs to one model: embedding into it with other weights is refused, since vectors
+of two models do not share a space. Items whose id and content hash are already stored are
+not encoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmenc.errors import InputError, MmencError
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    modality TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    source TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    dim INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_modality ON items(modality);
+"""
+# meta keys that identify the model; the path may change (a moved folder is the same model)
+_IDENTITY = ("model_config_sha256", "model_weights_sha256", "truncate_dim")
+
+
+class StoreError(MmencError, ValueError):
+    """A store that cannot be used as asked (another model, another dim, not a store)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model_dir: str | Path) -> dict[str, str]:
+    """What identifies a saved model: its recipe and the sha256 of its config and weights."""
+    from mmenc.model import CONFIG, WEIGHTS, read_config
+
+    model_dir = Path(model_dir)
+    meta = read_config(model_dir)
+    return {
+        "model_path": str(model_dir.resolve()),
+        "model_recipe": str(meta["recipe"]),
+        "model_config_sha256": sha256_file(model_dir / CONFIG),
+        "model_weights_sha256": sha256_file(model_dir / WEIGHTS),
+    }
+
+
+def to_blob(vector: Tensor | np.ndarray) -> bytes:
+    return np.ascontiguousarray(np.asarray(vector, dtype="<f4")).tobytes()
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> Tensor:
+    """``[n dim]`` float32 from ``n`` blobs (one copy, no per-row tensors)."""
+    flat = np.frombuffer(b"".join(blobs), dtype="<f4")
+    return torch.from_numpy(flat.astype(np.float32).reshape(len(blobs), dim))
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One row to write: the item and its embedding ``[dim]``."""
+
+    id: str
+    modality: str
+    content_sha256: str
+    source: str
+    embedding: Tensor
+
+
+@dataclass
+class Gallery:
+    """Rows read back from a store, in storage order."""
+
+    ids: list[str]
+    modalities: list[str]
+    sources: list[str]
+    embeddings: Tensor  # [g e]
+
+
+class EmbeddingStore:
+    """A SQLite file of embeddings made by one model.
+
+    Args:
+        path: the SQLite file; created (with its tables) unless ``create`` is false.
+        create: refuse a missing file instead of creating it (for searching).
+    """
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store (make one with `mmenc embed`)")
+        try:
+            self.db = sqlite3.connect(str(self.path))
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not an mmenc store ({exc})") from None
+        version = self.meta.get("schema_version")
+        if version not in (None, SCHEMA_VERSION):
+            raise StoreError(f"{self.path}: store schema {version}, this mmenc reads "
+                             f"{SCHEMA_VERSION}")
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        self.db.executemany("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                            "DO UPDATE SET value = excluded.value", list(values.items()))
+
+    # -- the model -------------------------------------------------------------------------
+    def bind_model(self, model_dir: str | Path, truncate_dim: int | None = None) -> None:
+        """Record the model of an empty store, or check that ``model_dir`` is that model.
+
+        Raises:
+            StoreError: the store was made by other weights or with another ``truncate_dim``.
+        """
+        found = {**model_fingerprint(model_dir),
+                 "truncate_dim": "" if truncate_dim is None else str(truncate_dim)}
+        meta = self.meta
+        if "model_weights_sha256" not in meta:
+            with self.db:
+                self._set_meta({**found, "schema_version": SCHEMA_VERSION, "generation": "0"})
+            return
+        differ = [k for k in _IDENTITY if meta.get(k, "") != found[k]]
+        if differ:
+            raise StoreError(
+                f"{self.path} holds embeddings of {meta.get('model_recipe')} at "
+                f"{meta.get('model_path')}, not of {found['model_recipe']} at "
+                f"{found['model_path']} ({', '.join(differ)} differ): vectors of two models "
+                "do not share a space; use another store")
+        if meta.get("model_path") != found["model_path"]:
+            with self.db:  # the same weights moved: remember where they are now
+                self._set_meta({"model_path": found["model_path"]})
+
+    def model_dir(self) -> Path:
+        path = self.meta.get("model_path")
+        if not path:
+            raise StoreError(f"{self.path}: empty store (nothing embedded yet)")
+        return Path(path)
+
+    def load_model(self, override: str | Path | None = None) -> Any:
+        """The model recorded in the store (or ``override``, checked to be the same weights)."""
+        import mmenc
+
+        model_dir = Path(override) if override is not None else self.model_dir()
+        if not model_dir.is_dir():
+            raise StoreError(f"{self.path}: its model {model_dir} is gone; pass the folder "
+                             "it moved to with --model")
+        meta = self.meta
+        if sha256_file(model_dir / "model.safetensors") != meta.get("model_weights_sha256"):
+            raise StoreError(f"{model_dir}: not the weights that made {self.path}")
+        return mmenc.load(model_dir)
+
+    @property
+    def truncate_dim(self) -> int | None:
+        value = self.meta.get("truncate_dim", "")
+        return int(value) if value else None
+
+    # -- items -----------------------------------------------------------------------------
+    def hashes(self, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """``id -> (modality, content_sha256)`` of the ids already stored."""
+        out: dict[str, tuple[str, str]] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT id, modality, content_sha256 FROM items "
+                                   f"WHERE id IN ({marks})", chunk)
+            out.update({i: (m, h) for i, m, h in rows})
+        return out
+
+    def write(self, rows: Sequence[StoredItem]) -> None:
+        """Insert or replace ``rows`` in one transaction."""
+        if not rows:
+            return
+        dims = {int(r.embedding.numel()) for r in rows}
+        stored = self.meta.get("dim")
+        if len(dims) > 1 or (stored is not None and dims != {int(stored)}):
+            raise StoreError(f"{self.path}: embedding dim {sorted(dims)} does not match the "
+                             f"store's {stored}")
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO items(id, modality, content_sha256, source, embedding, dim, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "modality=excluded.modality, content_sha256=excluded.content_sha256, "
+                "source=excluded.source, embedding=excluded.embedding, dim=excluded.dim, "
+                "updated=excluded.updated",
+                [(r.id, r.modality, r.content_sha256, r.source, to_blob(r.embedding),
+                  int(r.embedding.numel()), now) for r in rows])
+            generation = int(self.meta.get("generation", "0")) + 1
+            self._set_meta({"dim": str(dims.pop()), "generation": str(generation)})
+
+    def rows(self, modality: str | None = None) -> Iterator[tuple[str, str, str, bytes]]:
+        sql = "SELECT id, modality, source, embedding FROM items"
+        if modality is None:
+            return iter(self.db.execute(sql + " ORDER BY rowid"))
+        return iter(self.db.execute(sql + " WHERE modality = ? ORDER BY rowid", (modality,)))
+
+    def gallery(self, modality: str | None = None) -> Gallery:
+        """Every stored embedding (of one modality when given), in storage order."""
+        ids, modalities, sources, blobs = [], [], [], []
+        for item_id, mod, source, blob in self.rows(modality):
+            ids.append(item_id)
+            modalities.append(mod)
+            sources.append(source)
+            blobs.append(blob)
+        dim = int(self.meta.get("dim", "0"))
+        emb = from_blobs(blobs, dim) if blobs else torch.zeros(0, dim)
+        return Gallery(ids, modalities, sources, emb)
+
+    # -- search ----------------------------------------------------------------------------
+    def index(self, gallery: Gallery, kind: str = "auto", modality: str | None = None,
+              **options: Any) -> Any:
+        """An index over ``gallery``; an HNSW graph is cached next to the store
+        (``STORE.hnsw-<modality|all>``) and rebuilt only after the store changes."""
+        from mmenc.retrieval.index import HnswIndex, build_index
+
+        if kind != "hnsw":
+            return build_index(gallery.embeddings, kind, **options)
+        cache = self.path.with_name(f"{self.path.name}.hnsw-{modality or 'all'}")
+        key = f"hnsw_generation:{modality or 'all'}"
+        meta = self.meta
+        ef_search = int(options.pop("ef_search", 256))
+        if cache.is_file() and meta.get(key) == meta.get("generation"):
+            index = HnswIndex.load(cache, ef_search=ef_search)
+            if len(index) == len(gallery.ids):
+                return index
+        index = HnswIndex(gallery.embeddings, ef_search=ef_search, **options)
+        index.save(cache)
+        with self.db:
+            self._set_meta({key: meta.get("generation", "0")})
+        return index
+
+    def search(self, queries: Tensor, k: int = 10, index: str = "auto",
+               modality: str | None = None) -> list[list[dict[str, Any]]]:
+        """Top-``k`` stored items for each query embedding ``[q e]`` (unit rows).
+
+        Returns:
+            per query, ``{"rank", "score", "id", "modality", "source"}`` best first.
+        """
+        gallery = self.gallery(modality)
+        if queries.shape[1] != gallery.embeddings.shape[1]:
+            raise StoreError(f"query dim {queries.shape[1]} != store dim "
+                             f"{gallery.embeddings.shape[1]}")
+        if not gallery.ids:
+            return [[] for _ in range(len(queries))]
+        scores, ids = self.index(gallery, index, modality).search(queries, k)
+        return [[{"rank": r + 1, "score": float(s), "id": gallery.ids[i],
+                  "modality": gallery.modalities[i], "source": gallery.sources[i]}
+                 for r, (s, i) in enumerate(zip(row_s, row_i, strict=True)) if i >= 0]
+                for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)]
+
+    def describe(self) -> dict[str, Any]:
+        counts = dict(self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality"))
+        return {"path": str(self.path), "items": counts, **self.meta}
+
+
+# -- embedding items into a store ---------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """A raw item to embed.
+
+    Args:
+        id: the key in the store (a path, a manifest id, or a content hash).
+        raw: what the modality's loader receives (a path, text, bytes ...).
+        content_sha256: the hash of the item's content; an equal hash means nothing changed.
+        source: what a search result shows (a path, or the text).
+    """
+
+    id: str
+    raw: Any
+    content_sha256: str
+    source: str
+
+
+@dataclass
+class EmbedReport:
+    """What an embedding run did; ``skipped`` counts items per reason."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (source, full reason)
+
+    def skip(self, source: str, reason: str) -> None:
+        # details in parentheses differ per file; the counts group by the reason itself
+        self.skipped[reason.split(" (")[0]] += 1
+        self.failures.append((source, reason))
+
+    def summary(self) -> str:
+        n_skipped = sum(self.skipped.values())
+        text = (f"{self.new} new, {self.updated} updated, {self.unchanged} unchanged, "
+                f"{n_skipped} skipped")
+        if n_skipped:
+            text += " (" + ", ".join(f"{r}: {n}" for r, n in self.skipped.most_common()) + ")"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged,
+                "skipped": dict(self.skipped),
+                "failures": [{"source": s, "reason": r} for s, r in self.failures]}
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def encode_robust(model: Any, items: Sequence[Any], modality: str, batch_size: int = 32,
+                  dim: int | None = None) -> tuple[Tensor, list[int], dict[int, str]]:
+    """Encode ``items``, isolating the ones that fail to load or tokenize.
+
+    The batch is encoded at once; when that raises, each item is tried alone, so a corrupt
+    file costs only itself.
+
+    Returns:
+        ``(embeddings [n_ok e], ok_positions, {position: reason})``.
+    """
+    model.check_modality(modality)  # a wrong modality is the caller's error, not the items'
+    try:
+        emb = model.encode(items, modality, batch_size=batch_size, dim=dim,
+                           show_progress_bar=False)
+        return emb, list(range(len(items))), {}
+    except Exception:  # noqa: BLE001 - isolated below, item by item
+        pass
+    rows, ok, failed = [], [], {}
+    for i, item in enumerate(items):
+        try:
+            rows.append(model.encode([item], modality, dim=dim, show_progress_bar=False))
+            ok.append(i)
+        except Exception as exc:  # noqa: BLE001 - a plugin's loader may raise anything
+            failed[i] = failure_reason(exc)
+    return (torch.cat(rows) if rows else torch.zeros(0, 0)), ok, failed
+
+
+def _size(raw: Any) -> int:
+    return len(raw) if isinstance(raw, str | bytes) else 0
+
+
+def embed_items(model: Any, store: EmbeddingStore, items: Iterable[Item], modality: str,
+                batch_size: int = 32, show_progress_bar: bool | None = None,
+                report: EmbedReport | None = None) -> EmbedReport:
+    """Embed the new and changed ``items`` into ``store`` (bound to ``model`` beforehand with
+    :meth:`EmbeddingStore.bind_model`), one transaction per batch.
+
+    Args:
+        model: the :class:`mmenc.Encoder` the store is bound to.
+        store: the target store.
+        items: raw items with ids and content hashes; a repeated id keeps its first item.
+        modality: the modality of every item.
+        batch_size: items per forward pass and per transaction.
+        show_progress_bar: a tqdm bar; by default for more than 4 batches on a terminal.
+        report: a report to add to (holding items skipped while collecting them).
+    Returns:
+        the counts of new, updated, unchanged and skipped items.
+    """
+    report = report or EmbedReport()
+    unique: dict[str, Item] = {}
+    for item in items:
+        if item.id in unique:
+            report.skip(item.source, "duplicate id")
+        else:
+            unique[item.id] = item
+    stored = store.hashes(unique)
+    todo = []
+    for item in unique.values():
+        if stored.get(item.id) == (modality, item.content_sha256):
+            report.unchanged += 1
+        else:
+            todo.append(item)
+    # similar lengths in a batch waste less compute on padding (text, code)
+    todo.sort(key=lambda it: -_size(it.raw))
+    starts: Iterable[int] = range(0, len(todo), batch_size)
+    if show_progress_bar is None:
+        show_progress_bar = len(todo) > 4 * batch_size and os.isatty(2)
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"embed {modality}", unit="batch")
+    for start in starts:
+        batch = todo[start : start + batch_size]
+        emb, ok, failed = encode_robust(model, [it.raw for it in batch], modality,
+                                        batch_size, store.truncate_dim)
+        for pos, reason in failed.items():
+            report.skip(batch[pos].source, reason)
+        store.write([StoredItem(batch[pos].id, modality, batch[pos].content_sha256,
+                                batch[pos].source, row) for pos, row in zip(ok, emb, strict=True)])
+        for pos in ok:
+            if batch[pos].id in stored:
+                report.updated += 1
+            else:
+                report.new += 1
+    return report
