@@ -11,7 +11,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mmenc.errors import SpecError
 
@@ -90,41 +90,41 @@ class TokenizerSpec:
 
 
 @dataclass(frozen=True)
-class FusionSpec:
+class _FactorySpec:
+    name: str
+    factory: Target
+    description: str = ""
+    kind: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.kind, self.name)
+        _check_target(self.kind, self.name, self.factory)
+
+
+@dataclass(frozen=True)
+class FusionSpec(_FactorySpec):
     """How the hidden states of several modalities meet.
 
     Args:
         name: "dual", "merged", "cross-attention", "bridge", ...
-        factory: ``"module:attr"`` of ``factory(**config) -> nn.Module``.
+        factory: ``"module:attr"`` of ``factory(widths=..., **config) -> nn.Module``.
         description: one line for listings.
     """
 
-    name: str
-    factory: Target
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        _check_name("fusion", self.name)
-        _check_target("fusion", self.name, self.factory)
+    kind: ClassVar[str] = "fusion"
 
 
 @dataclass(frozen=True)
-class ObjectiveSpec:
+class ObjectiveSpec(_FactorySpec):
     """A training objective: a module returning ``(loss, logs)``.
 
     Args:
-        name: catalogue name ("contrastive", "mlm", ...).
+        name: catalogue name ("contrastive", "masked-modeling", ...).
         factory: ``"module:attr"`` of ``factory(**config) -> nn.Module``.
         description: one line for listings.
     """
 
-    name: str
-    factory: Target
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        _check_name("objective", self.name)
-        _check_target("objective", self.name, self.factory)
+    kind: ClassVar[str] = "objective"
 
 
 @dataclass(frozen=True)
