@@ -25,7 +25,8 @@ from torch import Tensor
 
 from mmenc.errors import InputError
 from mmenc.retrieval.metrics import retrieval_metrics
-from mmenc.retrieval.store import encode_robust, sha256_file
+from mmenc.retrieval.search import encode_robust
+from mmenc.retrieval.store import sha256_file
 
 Echo = Callable[[str], None]
 

@@ -2,7 +2,8 @@
 
 The vocabulary is sentence-transformers' (``similarity``, ``semantic_search`` with lists of
 ``{"corpus_id", "score"}``) and open_clip's (``build_zero_shot_classifier``), so code written
-for them reads the same here.
+for them reads the same here. ``encode_robust`` encodes a batch in which some items may fail
+to load, for the store and the evaluation.
 
 Axes: ``q`` queries, ``g`` corpus rows, ``e`` embedding dims, ``c`` classes, ``t`` templates.
 """
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmenc.errors import InputError
 from mmenc.retrieval.index import topk_exact
 
 ArrayLike = Tensor | np.ndarray | Sequence[Sequence[float]] | Sequence[float]
@@ -148,3 +150,36 @@ def build_zero_shot_classifier(model: Any, classnames: Sequence[str],
                        show_progress_bar=show_progress_bar)  # [c*t e]
     per_class = emb.reshape(len(classnames), len(templates), -1).mean(dim=1)  # [c e]
     return F.normalize(per_class, dim=-1).T.contiguous()  # [e c]
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def encode_robust(model: Any, items: Sequence[Any], modality: str, batch_size: int = 32,
+                  dim: int | None = None) -> tuple[Tensor, list[int], dict[int, str]]:
+    """Encode ``items``, isolating the ones that fail to load or tokenize.
+
+    The batch is encoded at once; when that raises, each item is tried alone, so a corrupt
+    file costs only itself.
+
+    Returns:
+        ``(embeddings [n_ok e], ok_positions, {position: reason})``.
+    """
+    model.check_modality(modality)  # a wrong modality is the caller's error, not the items'
+    try:
+        emb = model.encode(items, modality, batch_size=batch_size, dim=dim,
+                           show_progress_bar=False)
+        return emb, list(range(len(items))), {}
+    except Exception:  # noqa: BLE001 - isolated below, item by item
+        pass
+    rows, ok, failed = [], [], {}
+    for i, item in enumerate(items):
+        try:
+            rows.append(model.encode([item], modality, dim=dim, show_progress_bar=False))
+            ok.append(i)
+        except Exception as exc:  # noqa: BLE001 - a plugin's loader may raise anything
+            failed[i] = failure_reason(exc)
+    return (torch.cat(rows) if rows else torch.zeros(0, 0)), ok, failed

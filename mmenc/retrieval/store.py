@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmenc.errors import InputError, MmencError
+from mmenc.errors import MmencError
+from mmenc.retrieval.search import encode_robust
 
 SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -345,39 +346,6 @@ class EmbedReport:
         return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged,
                 "skipped": dict(self.skipped),
                 "failures": [{"source": s, "reason": r} for s, r in self.failures]}
-
-
-def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, InputError):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
-
-
-def encode_robust(model: Any, items: Sequence[Any], modality: str, batch_size: int = 32,
-                  dim: int | None = None) -> tuple[Tensor, list[int], dict[int, str]]:
-    """Encode ``items``, isolating the ones that fail to load or tokenize.
-
-    The batch is encoded at once; when that raises, each item is tried alone, so a corrupt
-    file costs only itself.
-
-    Returns:
-        ``(embeddings [n_ok e], ok_positions, {position: reason})``.
-    """
-    model.check_modality(modality)  # a wrong modality is the caller's error, not the items'
-    try:
-        emb = model.encode(items, modality, batch_size=batch_size, dim=dim,
-                           show_progress_bar=False)
-        return emb, list(range(len(items))), {}
-    except Exception:  # noqa: BLE001 - isolated below, item by item
-        pass
-    rows, ok, failed = [], [], {}
-    for i, item in enumerate(items):
-        try:
-            rows.append(model.encode([item], modality, dim=dim, show_progress_bar=False))
-            ok.append(i)
-        except Exception as exc:  # noqa: BLE001 - a plugin's loader may raise anything
-            failed[i] = failure_reason(exc)
-    return (torch.cat(rows) if rows else torch.zeros(0, 0)), ok, failed
 
 
 def _size(raw: Any) -> int:
