@@ -190,7 +190,7 @@ def test_all_gather_with_grad_matches_one_process(tmp_path):
     a, b = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
     init, out = f"file://{tmp_path / 'store'}", str(tmp_path / "result")
     mp.start_processes(_ddp_worker, args=(2, init, a, b, out), nprocs=2, start_method="spawn")
-    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
 
     loss_fn = ContrastiveLoss(dims=(3, 6))
     a_all, b_all = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
