@@ -226,3 +226,57 @@ def test_eval_cli_same_modality_needs_fields(clip_dir, manifest):
     result = CliRunner().invoke(main, ["eval", "retrieval", str(clip_dir), str(manifest),
                                        "--query-modality", "text", "--gallery-modality", "text"])
     assert result.exit_code == 2 and "--query-field" in result.output
+
+
+def test_bm25_splits_identifiers_and_matches_rank_bm25():
+    from rank_bm25 import BM25Okapi
+
+    from mmenc.retrieval.lexical import Bm25Scorer, words
+
+    assert words("readHeader(self, max_len2)") == ["read", "header", "self", "max", "len", "2"]
+    assert words("HTTPServer parse_URL") == ["http", "server", "parse", "url"]
+    docs = ["def read_header(f): return f.readline()", "def write_body(f, data): f.write(data)",
+            "class HTTPServer: pass"]
+    queries = ["Read the header line.", "an HTTP server", "write data"]
+    scores = Bm25Scorer().score_items(queries, docs, "text", "code")
+    ref = BM25Okapi([words(d) for d in docs])
+    for i, q in enumerate(queries):
+        assert torch.allclose(scores[i], torch.tensor(ref.get_scores(words(q))))
+    assert scores.argmax(1).tolist() == [0, 2, 1]
+    pairs = [(queries[0], docs[0]), (queries[1], docs[2]), (queries[2], docs[1])]
+    report = evaluate_retrieval(Bm25Scorer(), pairs, "text", "text",
+                                echo=lambda _: None)
+    assert report["metrics"]["query->gallery"]["R@1"] == 1.0
+    # the other direction scores the gallery items as queries, not the transposed matrix
+    assert report["metrics"]["gallery->query"]["R@1"] == 1.0
+
+
+def test_exclude_identical_keeps_a_query_from_finding_itself():
+    model = mmenc.create_model("text-tiny")
+    pairs = [{"q": "alpha", "g": "alpha beta"}, {"q": "alpha beta", "g": "alpha"},
+             {"q": "gamma", "g": "gamma delta"}, {"q": "gamma delta", "g": "gamma"}]
+    plain = evaluate_retrieval(model, pairs, "text", "text", query_key="q", gallery_key="g",
+                               echo=lambda _: None)
+    honest = evaluate_retrieval(model, pairs, "text", "text", query_key="q", gallery_key="g",
+                                exclude_identical=True, echo=lambda _: None)
+    # with identical strings in the gallery, each query's twin scores exactly 1 and wins
+    assert plain["metrics"]["q->g"]["R@1"] == 0.0
+    assert honest["settings"]["exclude_identical"] is True
+    assert honest["metrics"]["q->g"]["MRR"] > plain["metrics"]["q->g"]["MRR"]
+
+
+def test_eval_cli_bm25_baseline(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"doc": d, "code": c}) + "\n" for d, c in [
+        ("Read a header.", "def read_header(): pass"),
+        ("Write a body.", "def write_body(): pass"),
+        ("Close the socket.", "def close_socket(s): s.close()"),
+        ("Open a file.", "def open_file(p): return open(p)")]))
+    result = CliRunner().invoke(main, ["eval", "retrieval", "bm25", str(path),
+                                       "--query-modality", "text", "--gallery-modality", "text",
+                                       "--query-field", "doc", "--gallery-field", "code",
+                                       "--out", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["model"]["recipe"] == "bm25"
+    assert report["metrics"]["doc->code"]["R@1"] == 1.0

@@ -190,8 +190,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("retrieval")
-@click.argument("model_dir", metavar="MODEL",
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model_dir", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--query-modality", required=True, help="Modality A (queries).")
 @click.option("--gallery-modality", required=True, help="Modality B (gallery).")
@@ -209,9 +208,13 @@ def eval_retrieval(model_dir: Path, manifest: Path, query_modality: str, gallery
                    query_field: str | None, gallery_field: str | None, rerank: int, out: Path,
                    batch_size: int, dim: int | None, as_json: bool) -> None:
     """Retrieval metrics of MODEL on a JSONL MANIFEST of pairs, A->B and B->A: R@1/5/10, MRR,
-    mAP, nDCG@10, mean and median rank."""
+    mAP, nDCG@10, mean and median rank. MODEL is a saved model's folder, or ``bm25`` for the
+    lexical baseline (identifiers split into words)."""
     from mmenc.retrieval.evaluate import evaluate_manifest
 
+    if str(model_dir) != "bm25" and not model_dir.is_dir():
+        raise click.BadParameter(f"{model_dir}: not a model folder (nor 'bm25')",
+                                 param_hint="MODEL")
     if (query_field or query_modality) == (gallery_field or gallery_modality):
         raise click.UsageError("both sides read the same field: give --query-field and "
                                "--gallery-field")

@@ -85,7 +85,11 @@ def content_key(item: Any, modality: str) -> str:
         return "bytes:" + hashlib.sha256(bytes(item)).hexdigest()
     if isinstance(item, str | Path):
         path = Path(item)
-        if modality != "text" and path.is_file():
+        try:
+            is_file = modality != "text" and path.is_file()
+        except (OSError, ValueError):  # a value that cannot be a path (source code, long text)
+            is_file = False
+        if is_file:
             return "file:" + sha256_file(path)
         return "value:" + str(item)
     return f"object:{id(item)}"  # images in memory and the like: no cheap identity
@@ -149,7 +153,8 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
                        gallery_modality: str, *, query_key: str | None = None,
                        gallery_key: str | None = None, batch_size: int = 32,
                        dim: int | None = None, rerank: int = 0, echo: Echo | None = None,
-                       show_progress_bar: bool | None = None) -> dict[str, Any]:
+                       show_progress_bar: bool | None = None,
+                       exclude_identical: bool = False) -> dict[str, Any]:
     """Retrieval metrics of ``model`` over paired raw items, in both directions.
 
     Args:
@@ -165,6 +170,8 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
             (:class:`MatchingModel`); skipped with a message when it has none.
         echo: where messages go (``print`` by default).
         show_progress_bar: tqdm bars while encoding.
+        exclude_identical: a query never retrieves an identical gallery item (same-modality
+            search, where each query is also in the gallery).
     Returns:
         ``{"metrics": {"A->B": {...}, "B->A": {...}}, "metrics_rerank": ..., "counts": ...,
         "rerank": ..., "settings": ...}``.
@@ -195,8 +202,16 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
 
     progress = (len(pairs) > 4 * batch_size and os.isatty(2)) if show_progress_bar is None \
         else show_progress_bar
-    emb_a, bad_a = _encode(model, uniques[0], query_modality, batch_size, dim, progress)
-    emb_b, bad_b = _encode(model, uniques[1], gallery_modality, batch_size, dim, progress)
+    full = back = None
+    if callable(getattr(model, "score_items", None)):  # a scorer without embeddings (BM25)
+        full = torch.as_tensor(model.score_items(uniques[0], uniques[1], query_modality,
+                                                 gallery_modality)).float()  # [a b]
+        back = torch.as_tensor(model.score_items(uniques[1], uniques[0], gallery_modality,
+                                                 query_modality)).float()  # [b a]
+        bad_a, bad_b = {}, {}
+    else:
+        emb_a, bad_a = _encode(model, uniques[0], query_modality, batch_size, dim, progress)
+        emb_b, bad_b = _encode(model, uniques[1], gallery_modality, batch_size, dim, progress)
     skipped = Counter(r.split(" (")[0] for r in [*bad_a.values(), *bad_b.values()])
     keep_a = torch.tensor([i not in bad_a for i in range(len(uniques[0]))])
     keep_b = torch.tensor([i not in bad_b for i in range(len(uniques[1]))])
@@ -205,7 +220,21 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
     cols = relevant.any(dim=0)
     if not bool(rows.any()):
         raise ValueError("no pair is left once the items that failed to load are skipped")
-    scores = emb_a[rows] @ emb_b[cols].T  # [a' b']
+    if full is not None and back is not None:
+        scores, scores_back = full[rows][:, cols], back[cols][:, rows]  # [a' b'], [b' a']
+    else:
+        scores = emb_a[rows] @ emb_b[cols].T  # [a' b']
+        scores_back = scores.T
+    if exclude_identical:
+        keys_b = {k: j for j, k in enumerate(
+            k for k, keep in zip(index[1], cols.tolist(), strict=True) if keep)}
+        same = torch.zeros_like(scores, dtype=torch.bool)
+        kept_a = [k for k, keep in zip(index[0], rows.tolist(), strict=True) if keep]
+        for i, key in enumerate(kept_a):
+            if key in keys_b:
+                same[i, keys_b[key]] = True
+        scores = scores.masked_fill(same, float("-inf"))
+        scores_back = scores_back.masked_fill(same.T, float("-inf"))
     rel = relevant[rows][:, cols]
     items_a = [x for x, keep in zip(uniques[0], rows.tolist(), strict=True) if keep]
     items_b = [x for x, keep in zip(uniques[1], cols.tolist(), strict=True) if keep]
@@ -217,11 +246,12 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
         "query_modality": query_modality,
         "gallery_modality": gallery_modality,
         "metrics": {forward: retrieval_metrics(scores, rel),
-                    backward: retrieval_metrics(scores.T, rel.T)},
+                    backward: retrieval_metrics(scores_back, rel.T)},
         "counts": {"pairs": len(pairs), "links": int(rel.sum()),
                    f"{labels[0]}_items": len(items_a), f"{labels[1]}_items": len(items_b),
                    "skipped_items": dict(skipped)},
         "settings": {"batch_size": batch_size, "dim": dim, "rerank": rerank,
+                     "exclude_identical": exclude_identical,
                      "query_key": keys[0], "gallery_key": keys[1]},
     }
     if skipped:
@@ -315,10 +345,16 @@ def evaluate_manifest(model_dir: str | Path, manifest: str | Path, query_modalit
         a, b = _pair(row, keys)
         pairs.append({keys[0]: resolve_value(a, query_modality, base),
                       keys[1]: resolve_value(b, gallery_modality, base)})
-    model = mmenc.load(model_dir)
+    if str(model_dir) == "bm25":
+        from mmenc.retrieval.lexical import Bm25Scorer
+
+        model: Any = Bm25Scorer()
+    else:
+        model = mmenc.load(model_dir)
     report = evaluate_retrieval(model, pairs, query_modality, gallery_modality,
                                 query_key=keys[0], gallery_key=keys[1], **options)
-    report["model"]["path"] = str(Path(model_dir).resolve())
+    if str(model_dir) != "bm25":
+        report["model"]["path"] = str(Path(model_dir).resolve())
     report["manifest"] = str(manifest.resolve())
     if out is not None:
         write_report(report, out)

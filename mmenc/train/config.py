@@ -212,9 +212,26 @@ def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
 
 
 # -- meaning ----------------------------------------------------------------------------------
+def step_objective(name: str) -> type | None:
+    """The class of a catalogue objective that trains through its own ``step(model, batch,
+    modality, generator)`` (one modality), or None."""
+    from mmenc.registry import catalogue
+    from mmenc.specs import resolve
+
+    target = resolve(catalogue().get("objective", name).factory)
+    return target if isinstance(target, type) and callable(getattr(target, "step", None)) \
+        else None
+
+
 def objective_options(name: str) -> set[str]:
     """The keys an objective entry's ``config`` may hold."""
     import inspect
+
+    if name not in TASKS:
+        stepper = step_objective(name)
+        if stepper is None:
+            raise ConfigError(f"objective {name!r} cannot be trained by `mmenc pretrain`")
+        return set(inspect.signature(stepper.__init__).parameters) - {"self", "args", "kwargs"}
 
     from mmenc.objectives.contrastive import ContrastiveLoss
     from mmenc.objectives.masked import MaskedModelingLoss
@@ -266,14 +283,18 @@ def _check(config: TrainConfig, where: str) -> None:
             cat.get("objective", obj.name)
         except UnknownNameError as exc:
             raise fail(f"{path}.name", str(exc)) from None
-        if obj.name not in TASKS:
+        stepper = obj.name not in TASKS and step_objective(obj.name) is not None
+        if obj.name not in TASKS and not stepper:
             hint = " (momentum distillation is the contrastive option 'momentum' with 'alpha')" \
                 if obj.name == "distillation" else ""
             raise fail(f"{path}.name", f"objective {obj.name!r} cannot be trained by "
-                       f"`mmenc pretrain`; use one of {', '.join(TASKS)}{hint}")
-        if len(obj.modalities) != _ARITY[obj.name]:
+                       f"`mmenc pretrain`; use one of {', '.join(TASKS)} or an objective "
+                       f"class with a step method{hint}")
+        arity = 1 if stepper else _ARITY[obj.name]
+        if len(obj.modalities) != arity:
             raise fail(f"{path}.modalities",
-                       f"{obj.name} needs {_ARITY[obj.name]} modalities, got {obj.modalities}")
+                       f"{obj.name} needs {arity} modalit{'y' if arity == 1 else 'ies'}, "
+                       f"got {obj.modalities}")
         for m in obj.modalities:
             if m not in spec.modalities:
                 raise fail(f"{path}.modalities", f"recipe {spec.name!r} does not encode {m!r} "

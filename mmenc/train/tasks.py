@@ -164,6 +164,20 @@ class MatchingTask(Task):
         return self.objective(sim, fuse=fuse, generator=self.generator)  # type: ignore[no-any-return]
 
 
+class StepTask(Task):
+    """An objective that runs the model itself: its module's
+    ``step(model, batch, modality, generator) -> (loss, logs)`` reads one modality's batch (a
+    plugin objective that needs another attention mode or its own corruption of the tokens)."""
+
+    def __init__(self, objective: nn.Module, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.objective = objective
+
+    def forward(self, model: Encoder, cache: StepCache) -> tuple[Tensor, dict[str, float]]:
+        (m,) = self.modalities
+        return self.objective.step(model, cache.batches[m], m, self.generator)  # type: ignore[no-any-return,operator]
+
+
 def pooled(features: Features, how: str) -> Tensor:
     """``[b d]``: the first token's state, or the mean over real tokens."""
     if how == "cls":
@@ -253,7 +267,9 @@ def _token_info(model: Encoder, modality: str,
     if vocab is None:
         raise ConfigError(f"masked-modeling on {modality!r}: unknown vocabulary size; "
                           "set config.vocab_size")
-    special = options.get("special_ids", [vocab_of[t] for t in _SPECIAL_TOKENS if t in vocab_of])
+    special = options.get("special_ids", getattr(tok, "special_ids", None))
+    if special is None:
+        special = [vocab_of[t] for t in _SPECIAL_TOKENS if t in vocab_of]
     return int(mask_id), int(vocab), [int(i) for i in special]
 
 
@@ -282,6 +298,15 @@ def build_task(spec: ObjectiveConfig, model: Encoder, seed: int, rank: int = 0) 
         options.setdefault("dim", _probe(model, spec.modalities, "features"))
         return MaskedModelingTask(factory(vocab_sizes=vocab, mask_ids=mask_id, **options),
                                   special, **common)
+    if spec.name != "matching":
+        objective = factory(**options)
+        if not callable(getattr(objective, "step", None)):
+            raise ConfigError(f"{common['label']}: objective {spec.name!r} has no "
+                              "step(model, batch, modality, generator) to train with")
+        if len(spec.modalities) != 1:
+            raise ConfigError(f"{common['label']}: {spec.name} reads one modality, got "
+                              f"{spec.modalities}")
+        return StepTask(objective, **common)
     pool, temperature = options.pop("pool", "cls"), float(options.pop("temperature", 0.07))
     fusion = getattr(model, "fusion", None)
     fused = fusion is not None and type(fusion).__name__ != "DualFusion"

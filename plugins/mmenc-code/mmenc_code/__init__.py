@@ -1,0 +1,1 @@
+"""UniXcoder on mmenc's shared trunk: code and AST modalities, tokenizers, model, converter."""
