@@ -1,0 +1,189 @@
+"""The ``audio`` modality: reading, validating, resampling and mixing down one clip.
+
+A raw item is one of:
+
+- a path (``str`` / ``os.PathLike``) of a file libsndfile reads (WAV, FLAC, OGG, ...);
+- ``bytes`` holding such a file;
+- a 1-D or 2-D (``[samples, channels]``) numpy array or torch tensor, taken to be at 16 kHz;
+- a tuple ``(array, sample_rate)``.
+
+Conversion rules (what is accepted and changed rather than refused):
+
+- integer PCM of any width (8-bit unsigned, 16-, 24-, 32-bit signed) is scaled by libsndfile to
+  ``[-1, 1)``; float files are kept as stored (values beyond ``[-1, 1]`` are not clipped, up
+  to a magnitude of :data:`MAX_AMPLITUDE`);
+- several channels are mixed down to mono by their mean;
+- any sample rate in ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]`` is resampled to 16 kHz
+  (``torchaudio.functional.resample``, windowed sinc);
+- clips that give fewer frames than one 16-frame patch row are zero-padded by the tokenizer
+  (:mod:`mmenc_audio.frontend`).
+
+Refused with :class:`mmenc.errors.InputError` naming the item: unreadable or corrupt files, no
+samples, NaN or Inf samples, samples beyond :data:`MAX_AMPLITUDE`, sample rates outside the
+range above, clips shorter than one 25 ms window after resampling, clips longer than
+:data:`MAX_SECONDS`, arrays of more than two dimensions or of a non-numeric dtype.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmenc.errors import InputError
+
+SAMPLE_RATE = 16_000
+"""The rate every clip is resampled to (BEATs' front end assumes it)."""
+WINDOW = 400
+"""Samples in one 25 ms analysis window at 16 kHz: the shortest clip accepted."""
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+MAX_SECONDS = 3_600.0
+"""Longest clip accepted, in seconds."""
+MAX_CHANNELS = 64
+MAX_AMPLITUDE = 1e4
+"""Largest absolute sample accepted: float files may exceed 1.0, but beyond this the fbank's
+power spectrum would overflow float32."""
+
+
+def _label(item: object) -> object:
+    if isinstance(item, bytes | bytearray):
+        return f"<{len(item)} bytes>"
+    if isinstance(item, np.ndarray):
+        return f"array of shape {item.shape} ({item.dtype})"
+    if isinstance(item, tuple) and item and hasattr(item[0], "shape"):
+        return f"array of shape {tuple(item[0].shape)} at {item[1]!r} Hz"
+    if hasattr(item, "shape") and hasattr(item, "dtype"):
+        return f"tensor of shape {tuple(item.shape)} ({item.dtype})"
+    return item
+
+
+def _read_file(source: Any, label: object) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise InputError(label, "file not found") from None
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(label, f"not a readable audio file ({reason})") from None
+    return data, int(rate)
+
+
+def _as_array(values: Any, label: object) -> np.ndarray:
+    if hasattr(values, "detach"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise InputError(label, f"non-numeric samples (dtype {values.dtype})")
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2:
+        raise InputError(label, f"expected [samples] or [samples, channels], got shape "
+                                f"{values.shape}")
+    if values.dtype.kind in "iu":  # integer PCM passed as an array: scale like libsndfile does
+        info = np.iinfo(values.dtype)
+        scale = float(-int(info.min)) if info.min < 0 else (info.max + 1) / 2.0
+        offset = 0.0 if info.min < 0 else scale
+        return ((values.astype(np.float64) - offset) / scale).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return values.astype(np.float32)
+
+
+def load_audio(item: object) -> np.ndarray:
+    """Read and validate one clip.
+
+    Inputs:
+        item: a path, file bytes, an array / tensor at 16 kHz or ``(array, sample_rate)``.
+    Returns:
+        a 1-D float32 numpy array of mono samples at 16 kHz, at least :data:`WINDOW` long.
+    """
+    if isinstance(item, str | os.PathLike):
+        label: object = item
+        if not Path(item).is_file():
+            raise InputError(label, "file not found")
+        data, rate = _read_file(str(Path(item)), label)
+    elif isinstance(item, bytes | bytearray):
+        label = _label(item)
+        if not item:
+            raise InputError(label, "no data")
+        data, rate = _read_file(io.BytesIO(bytes(item)), label)
+    elif isinstance(item, tuple):
+        label = _label(item)
+        if len(item) != 2 or isinstance(item[1], bool) or not isinstance(item[1], int | float):
+            raise InputError(label, "a tuple item must be (samples, sample_rate)")
+        data, rate = _as_array(item[0], label), item[1]
+    elif isinstance(item, np.ndarray) or hasattr(item, "detach"):
+        label = _label(item)
+        data, rate = _as_array(item, label), SAMPLE_RATE
+    else:
+        raise InputError(repr(item), "expected a path, bytes, an array or (array, sample_rate), "
+                                     f"got {type(item).__name__}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE or rate != int(rate):
+        raise InputError(label, f"sample rate {rate!r} Hz is outside {MIN_SAMPLE_RATE}.."
+                                f"{MAX_SAMPLE_RATE} Hz or not a whole number")
+    rate = int(rate)
+    if data.shape[1] == 0 or data.shape[1] > MAX_CHANNELS:
+        raise InputError(label, f"{data.shape[1]} channels (expected 1..{MAX_CHANNELS})")
+    if data.shape[0] == 0:
+        raise InputError(label, "no samples")
+    if data.shape[0] > MAX_SECONDS * rate:
+        raise InputError(label, f"too long: {data.shape[0] / rate:.1f} s (at most "
+                                f"{MAX_SECONDS:g} s)")
+    bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if bad.size:
+        raise InputError(label, f"NaN or Inf at sample {int(bad[0])}")
+    loud = np.flatnonzero(np.abs(data).max(axis=1) > MAX_AMPLITUDE)
+    if loud.size:
+        raise InputError(label, f"sample {int(loud[0])} has magnitude "
+                                f"{float(np.abs(data[loud[0]]).max()):.3g} (at most "
+                                f"{MAX_AMPLITUDE:g}; integer PCM is scaled to [-1, 1))")
+    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 \
+        else data[:, 0]
+    if rate != SAMPLE_RATE:
+        mono = resample(mono, rate)
+    if mono.shape[0] < WINDOW:
+        raise InputError(label, f"too short: {mono.shape[0]} samples at 16 kHz, fewer than one "
+                                f"25 ms window ({WINDOW})")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Mono samples at ``rate`` -> float32 samples at 16 kHz."""
+    import torch
+    import torchaudio.functional as AF
+
+    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    return AF.resample(wave, int(rate), SAMPLE_RATE).numpy()
+
+
+def load_many(items: Iterable[object]) -> tuple[list[np.ndarray], list[tuple[int, InputError]]]:
+    """Load a batch job's items, skipping bad ones.
+
+    Returns:
+        the loaded clips, in order, and ``(index, error)`` for every skipped item.
+    """
+    loaded, skipped = [], []
+    for i, item in enumerate(items):
+        try:
+            loaded.append(load_audio(item))
+        except InputError as exc:
+            skipped.append((i, exc))
+    return loaded, skipped
+
+
+def example_audio() -> list[Any]:
+    """A few valid clips: a chirp, a chord at 8 kHz, stereo noise and a short tone."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.6 * SAMPLE_RATE)) / SAMPLE_RATE
+    chirp = (0.3 * np.sin(2 * np.pi * (200 + 800 * t) * t)).astype(np.float32)
+    t8 = np.arange(4000) / 8000
+    chord = (0.2 * (np.sin(2 * np.pi * 220 * t8) + np.sin(2 * np.pi * 330 * t8))).astype(np.float32)
+    stereo = (0.1 * rng.standard_normal((7000, 2))).astype(np.float32)
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3200) / SAMPLE_RATE)).astype(np.float32)
+    return [chirp, (chord, 8000), stereo, tone]
