@@ -1,0 +1,275 @@
+"""Training objectives and task heads of MIDI-BERT and Adversarial-MidiBERT.
+
+- :func:`compound_mlm`: MIDI-BERT's masked modelling over compound tokens, mmenc's
+  :class:`~mmenc.objectives.masked.MaskedModelingLoss` with one linear decoder per field (no
+  transform, as MIDI-BERT's ``MLM`` head), 15% of the positions, 80/10/10 with each field's own
+  mask id and vocabulary.
+- :class:`AdversarialMasker`: Adversarial-MidiBERT's learned masker. A small head scores every
+  note from the encoder's states on the clean input; the notes to corrupt are the top-scored
+  ones (a random 10-30% of the allowed notes, at most 15% of the sequence), so the masker picks
+  what the encoder finds hard. The masker is trained towards 1 on the corrupted notes with the
+  highest reconstruction loss and towards 0 on those with the lowest (MSE), while the encoder
+  minimises the reconstruction loss: the two play against each other. A *mask book* per
+  training item freezes notes the masker keeps choosing and frees random ones again.
+- :func:`mask_finetune_inputs`: mask fine-tuning, 15% of the notes corrupted (mask / random) in
+  fine-tuning inputs, the corrupted notes left out of token-level losses.
+- :class:`SequenceClassifier` (composer, genre, emotion: MIDI-BERT's attentive pooling with
+  ``r`` heads, then an MLP) and :class:`TokenClassifier` (melody / velocity per note).
+
+Axis legend: ``b`` batch, ``n`` notes, ``f`` fields, ``d`` width, ``r`` pooling heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from mmenc.batch import TokenBatch
+from mmenc.objectives.distill import IGNORE_INDEX
+from mmenc.objectives.masked import MaskedModelingLoss, mask_tokens
+from torch import Tensor, nn
+
+from mmenc_midi.vocab import load_vocab
+
+
+def compound_mlm(scheme: str = "cp", dim: int = 32, mask_prob: float = 0.15,
+                 **config: Any) -> MaskedModelingLoss:
+    """MIDI-BERT's compound masked modelling for the ``cp`` or ``octuple`` dictionary."""
+    vocab = load_vocab(scheme)
+    return MaskedModelingLoss(dim=dim, vocab_sizes=list(vocab.sizes), transform=False,
+                              mask_ids=list(vocab.mask_ids), mask_prob=mask_prob, **config)
+
+
+def mlm_step(model: Any, objective: MaskedModelingLoss, batch: TokenBatch,
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    """One masked-modelling loss on a batch: corrupt real notes, encode, predict every field."""
+    assert batch.ids is not None
+    real = batch.mask if batch.mask is not None else model.attention_mask(batch.ids)
+    inputs, labels = objective.mask(batch.ids, special=~real, generator=generator)
+    hidden = model.forward_ids(inputs, real).hidden
+    return objective(hidden, labels)
+
+
+def token_losses(logits: list[Tensor], targets: Tensor,
+                 weights: Sequence[float] | None = None) -> Tensor:
+    """Per-note reconstruction loss: the (weighted) sum over fields of the cross-entropy,
+    ``[b n]`` from a list of ``[b n v_i]`` logits and ``[b n f]`` targets."""
+    f = len(logits)
+    w = [1.0 / f] * f if weights is None else list(weights)
+    total = torch.zeros(targets.shape[:2], device=targets.device)
+    for i, x in enumerate(logits):
+        ce = F.cross_entropy(x.flatten(0, 1), targets[..., i].flatten(), reduction="none")
+        total = total + w[i] * ce.view(targets.shape[:2])
+    return total
+
+
+class AdversarialMasker(nn.Module):
+    """Adversarial-MidiBERT's masker head, its note selection and its loss.
+
+    Args:
+        dim: encoder width.
+        vocab_sizes: per field, for random replacement tokens.
+        mask_ids: per field mask ids.
+        hidden: width of the scoring MLP.
+        dropout: dropout before the MLP.
+        share: range of the share of allowed notes selected per item.
+        max_prob: at most this share of the sequence is selected.
+        target_share: share of the selected notes used as positive and as negative targets.
+    """
+
+    def __init__(self, dim: int = 32, vocab_sizes: Sequence[int] = (4, 18, 88, 66),
+                 mask_ids: Sequence[int] = (3, 17, 87, 65), hidden: int = 256,
+                 dropout: float = 0.1, share: tuple[float, float] = (0.1, 0.3),
+                 max_prob: float = 0.15, target_share: float = 0.3) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, 1), nn.Sigmoid())
+        self.vocab_sizes, self.mask_ids = list(vocab_sizes), list(mask_ids)
+        self.share, self.max_prob, self.target_share = share, max_prob, target_share
+        self.dim = dim
+
+    def scores(self, hidden: Tensor) -> Tensor:
+        """``[b n d]`` clean-input states -> ``[b n]`` masking scores in (0, 1)."""
+        return self.head(hidden).squeeze(-1)
+
+    @torch.no_grad()
+    def select(self, scores: Tensor, allowed: Tensor,
+               generator: torch.Generator | None = None) -> Tensor:
+        """``[b n]`` bool: per item the top-scored allowed notes, ``U(share)`` of the allowed
+        ones and at most ``max_prob`` of the sequence."""
+        b, n = scores.shape
+        chosen = torch.zeros(b, n, dtype=torch.bool, device=scores.device)
+        draw = torch.rand(b, generator=generator).tolist()
+        for i in range(b):
+            k = int((self.share[0] + draw[i] * (self.share[1] - self.share[0]))
+                    * int(allowed[i].sum()))
+            k = min(k, int(n * self.max_prob))
+            if k > 0:
+                s = scores[i].masked_fill(~allowed[i], float("-inf"))
+                chosen[i, s.topk(k).indices] = True
+        return chosen
+
+    @torch.no_grad()
+    def corrupt(self, ids: Tensor, chosen: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """80/10/10 on the chosen notes.
+
+        Returns:
+            ``(inputs [b n f], labels [b n f] (IGNORE_INDEX where not chosen),
+            corrupted [b n] (masked or replaced, not the unchanged 10%))``.
+        """
+        inputs, labels = mask_tokens(ids, mask_id=self.mask_ids, vocab_size=self.vocab_sizes,
+                                     mask_prob=1.0, special=~chosen, generator=generator)
+        corrupted = (inputs != ids).any(dim=-1)
+        return inputs, labels, corrupted
+
+    def forward(self, scores: Tensor, token_loss: Tensor,
+                corrupted: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The masker's loss: MSE towards 1 on the corrupted notes the encoder reconstructs
+        worst, towards 0 on those it reconstructs best (``target_share`` of them each).
+
+        Inputs:
+            scores: ``[b n]`` from :meth:`scores` (with gradient).
+            token_loss: ``[b n]`` reconstruction loss per note (its gradient is not used).
+            corrupted: ``[b n]`` bool.
+        """
+        token_loss = token_loss.detach()
+        terms = []
+        for i in range(scores.shape[0]):
+            idx = corrupted[i].nonzero().squeeze(-1)
+            k = int(self.target_share * len(idx))
+            if k == 0:
+                continue
+            order = token_loss[i, idx].argsort(descending=True)
+            hard, easy = idx[order[:k]], idx[order[-k:]]
+            terms.append(F.mse_loss(scores[i, hard], torch.ones_like(scores[i, hard]))
+                         + F.mse_loss(scores[i, easy], torch.zeros_like(scores[i, easy])))
+        loss = torch.stack(terms).mean() if terms else scores.sum() * 0.0
+        return loss, {"masker_loss": float(loss.detach()),
+                      "masked_share": float(corrupted.float().mean())}
+
+
+class _MaskerObjective(nn.Module):
+    """The masker as a catalogue objective: ``forward(hidden, token_loss, corrupted)``."""
+
+    def __init__(self, masker: AdversarialMasker) -> None:
+        super().__init__()
+        self.masker = masker
+
+    def example_inputs(self) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        b, n = 2, 20
+        return {"hidden": torch.randn(b, n, self.masker.dim, generator=g),
+                "token_loss": torch.rand(b, n, generator=g),
+                "corrupted": torch.rand(b, n, generator=g) < 0.5}
+
+    def forward(self, hidden: Tensor, token_loss: Tensor,
+                corrupted: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.masker(self.masker.scores(hidden), token_loss, corrupted)
+
+
+def adversarial_masker(scheme: str = "cp", dim: int = 32, **config: Any) -> _MaskerObjective:
+    """Catalogue factory of the adversarial masker for the ``cp`` or ``octuple`` dictionary."""
+    vocab = load_vocab(scheme)
+    return _MaskerObjective(AdversarialMasker(dim, list(vocab.sizes), list(vocab.mask_ids),
+                                              **config))
+
+
+def adversarial_step(model: Any, mlm: MaskedModelingLoss, masker: AdversarialMasker,
+                     batch: TokenBatch, mask_book: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    """One Adversarial-MidiBERT pretraining loss: masker scores on the clean input, top-scored
+    notes corrupted, reconstruction loss for the encoder and MLM heads, masker loss for the
+    masker (and, through its scores, the shared encoder).
+
+    Inputs:
+        mask_book: ``[b n]`` bool, False for notes the book has frozen (None: all allowed).
+    Returns:
+        ``(reconstruction + masker loss, logs)``.
+    """
+    assert batch.ids is not None
+    ids = batch.ids
+    real = batch.mask if batch.mask is not None else model.attention_mask(ids)
+    scores = masker.scores(model.forward_ids(ids, real).hidden)  # [b n]
+    allowed = real if mask_book is None else real & mask_book
+    chosen = masker.select(scores.detach(), allowed, generator)
+    inputs, labels, corrupted = masker.corrupt(ids, chosen, generator)
+    hidden = model.forward_ids(inputs, real).hidden
+    rec, logs = mlm(hidden, labels)
+    per_note = token_losses(mlm.logits(hidden.detach()), ids)  # [b n]
+    adv, adv_logs = masker(scores, per_note, corrupted)
+    return rec + adv, {**logs, **adv_logs}
+
+
+@torch.no_grad()
+def update_mask_book(book: Tensor, scores: Tensor, allowed: Tensor,
+                     generator: torch.Generator | None = None,
+                     freeze: tuple[float, float] = (0.1, 0.3),
+                     release: float = 0.1) -> Tensor:
+    """Freeze each item's top-scored open notes (a ``U(freeze)`` share of them) and open a
+    random ``U(0, release)`` share of all notes again; ``book`` ``[b n]`` bool, True = open."""
+    book = book.clone()
+    b, n = book.shape
+    u = torch.rand(b, 2, generator=generator)
+    for i in range(b):
+        open_i = book[i] & allowed[i]
+        k = int((freeze[0] + float(u[i, 0]) * (freeze[1] - freeze[0])) * int(open_i.sum()))
+        if k > 0:
+            book[i, scores[i].masked_fill(~open_i, float("-inf")).topk(k).indices] = False
+        book[i] |= torch.rand(n, generator=generator) < float(u[i, 1]) * release
+    return book
+
+
+def mask_finetune_inputs(ids: Tensor, real: Tensor, scheme: str = "cp", prob: float = 0.15,
+                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Mask fine-tuning: corrupt ``prob`` of the real notes (80% mask, 10% random token, 10%
+    kept). Returns ``(inputs, corrupted [b n])``; token-level losses skip corrupted notes."""
+    vocab = load_vocab(scheme)
+    inputs, _ = mask_tokens(ids, mask_id=list(vocab.mask_ids), vocab_size=list(vocab.sizes),
+                            mask_prob=prob, special=~real, generator=generator)
+    return inputs, (inputs != ids).any(dim=-1)
+
+
+class TokenClassifier(nn.Module):
+    """Per-note classes (melody / velocity): dropout, Linear(d, 256), ReLU, Linear(256, c)."""
+
+    def __init__(self, dim: int, num_classes: int, hidden: int = 256,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_classes))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``[b n d]`` -> logits ``[b n c]``."""
+        return self.net(hidden)
+
+
+class SequenceClassifier(nn.Module):
+    """One class per sequence (composer, genre, emotion): ``r`` attention distributions over
+    the notes (``softmax(W2 tanh(W1 h))``, pads excluded), the ``r`` weighted sums
+    concatenated, then Linear(r*d, 256), ReLU, Linear(256, c)."""
+
+    def __init__(self, dim: int, num_classes: int, da: int = 128, r: int = 4,
+                 hidden: int = 256) -> None:
+        super().__init__()
+        self.ws1 = nn.Linear(dim, da, bias=False)
+        self.ws2 = nn.Linear(da, r, bias=False)
+        self.classifier = nn.Sequential(nn.Linear(dim * r, hidden), nn.ReLU(),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, hidden: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``[b n d]`` (and ``[b n]`` True = real) -> logits ``[b c]``."""
+        logits = self.ws2(torch.tanh(self.ws1(hidden)))  # [b n r]
+        if mask is not None:
+            logits = logits.masked_fill(~mask[..., None], torch.finfo(logits.dtype).min)
+        weights = logits.softmax(dim=1).transpose(1, 2)  # [b r n]
+        pooled = torch.bmm(weights, hidden)  # [b r d]
+        return self.classifier(pooled.flatten(1))
+
+
+def token_classification_loss(logits: Tensor, labels: Tensor, keep: Tensor) -> Tensor:
+    """Cross-entropy over the notes where ``keep`` is True (real, not corrupted)."""
+    labels = labels.masked_fill(~keep, IGNORE_INDEX)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
