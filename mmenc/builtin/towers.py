@@ -153,17 +153,24 @@ class TowerEncoder(Encoder):
     def warm_start(self, modality: str, source: TowerEncoder, keep_pooling: bool = False) -> None:
         """Replace one tower (and its tokenizer) with the tower of another model, weights
         included: a text tower can start from a converted checkpoint. The projection is rebuilt
-        when the width changes; the pooling follows the source unless ``keep_pooling``."""
+        when the width changes; the pooling follows the source unless ``keep_pooling``.
+
+        A source with a single modality may start a tower of another name: the ``code`` tower
+        of a code-text model can start from a converted text encoder."""
         self.check_modality(modality)
-        source.check_modality(modality)
-        width = source.width(modality)
-        self.towers[modality] = source.towers[modality]
-        self.tokenizers[modality] = source.tokenizers[modality]
-        self.config["towers"][modality] = source.config["towers"][modality]
-        self.config["tokenizers"][modality] = source.tokenizers[modality].config()
+        src = modality
+        if modality not in source.modalities and len(source.modalities) == 1:
+            src = source.modalities[0]
+        source.check_modality(src)
+        width = source.width(src)
+        self.towers[modality] = source.towers[src]
+        self.kinds[modality] = source.kinds[src]
+        self.tokenizers[modality] = source.tokenizers[src]
+        self.config["towers"][modality] = source.config["towers"][src]
+        self.config["tokenizers"][modality] = source.tokenizers[src].config()
         if not keep_pooling:
-            self.pooling[modality] = source.pooling[modality]
-            self.config.setdefault("pooling", {})[modality] = source.pooling[modality]
+            self.pooling[modality] = source.pooling[src]
+            self.config.setdefault("pooling", {})[modality] = source.pooling[src]
         embed_dim = self.config.get("embed_dim")
         if embed_dim:
             self.proj[modality] = nn.Linear(width, embed_dim, bias=False)

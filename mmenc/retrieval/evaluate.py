@@ -52,9 +52,12 @@ def resolve_value(value: Any, modality: str, base: Path) -> Any:
     goes to the modality's loader unchanged (which names what it cannot use)."""
     if not isinstance(value, str) or modality == "text":
         return value
-    path = Path(value).expanduser()
-    if not path.is_absolute() and (base / path).exists():
-        return str(base / path)
+    try:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and (base / path).exists():
+            return str(base / path)
+    except (OSError, ValueError):  # not a path at all (source code, too long, NUL, ...)
+        pass
     return value
 
 

@@ -74,7 +74,8 @@ def train_vocabulary(train: list[Any], out: Path, vocab_size: int = 8000) -> Pat
 
 def pretrain_config(data: Path, vocabulary: Path, out: Path, steps: int, vocab_size: int,
                     dim: int = 256, depth: int = 4, batch_size: int = 64,
-                    code_length: int = 192, text_length: int = 64) -> dict[str, Any]:
+                    code_length: int = 192, text_length: int = 64,
+                    lr: float = 5e-4) -> dict[str, Any]:
     """UniXcoder from scratch: contrastive docstring <-> code with in-batch negatives."""
     config = unixcoder_config(dim, depth, dim // 64, 4 * dim, vocab_size, max_length=code_length,
                               views=("code", "text"), kind="bpe")
@@ -86,8 +87,27 @@ def pretrain_config(data: Path, vocabulary: Path, out: Path, steps: int, vocab_s
         "objectives": [{"name": "contrastive", "modalities": ["text", "code"]}],
         "data": {"train": str(data / "train.jsonl"), "modalities": ["code", "text"]},
         "batch_size": batch_size, "steps": steps, "log_every": 25, "seed": 0,
-        "optim": {"lr": 5e-4, "warmup_steps": max(1, steps // 20), "weight_decay": 0.01,
+        "optim": {"lr": lr, "warmup_steps": max(1, steps // 20), "weight_decay": 0.01,
                   "min_lr": 1e-5},
+        "checkpoint": {"every": max(1, steps // 2), "keep": 1},
+        "output_dir": str(out),
+    }
+
+
+def warm_config(data: Path, minilm: Path, out: Path, steps: int, batch_size: int = 64,
+                code_length: int = 128, lr: float = 3e-5) -> dict[str, Any]:
+    """A code-text dual encoder whose towers both start from the converted MiniLM: the text
+    tower frozen, the code tower trained contrastively (no projection, so step 0 is MiniLM's
+    zero-shot space)."""
+    return {
+        "model": {"recipe": "code-text-tiny", "overrides": {"embed_dim": None},
+                  "warm_start": {"code": str(minilm), "text": str(minilm)},
+                  "freeze": ["towers.text"]},
+        "objectives": [{"name": "contrastive", "modalities": ["text", "code"]}],
+        "data": {"train": str(data / "train.jsonl"), "modalities": ["code", "text"]},
+        "batch_size": batch_size, "steps": steps, "log_every": 25, "seed": 0,
+        "optim": {"lr": lr, "warmup_steps": max(1, steps // 10), "weight_decay": 0.01,
+                  "min_lr": lr / 10},
         "checkpoint": {"every": max(1, steps // 2), "keep": 1},
         "output_dir": str(out),
     }

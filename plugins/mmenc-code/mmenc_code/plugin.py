@@ -46,6 +46,10 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     register(ModelSpec("unixcoder-tiny", ("code", "text", "ast"), f"{_P}.model:build_unixcoder",
                        f"{_P}.recipes:UNIXCODER_TINY", "dual",
                        "tiny UniXcoder with a byte-level vocabulary", tiny=True))
+    register(ModelSpec("code-text-tiny", ("code", "text"), "mmenc.builtin.towers:build_tower_encoder",
+                       f"{_P}.recipes:CODE_TEXT_TINY", "dual",
+                       "tiny code-text dual encoder (towers can start from a converted text "
+                       "encoder)", tiny=True))
     register(ConverterSpec("unixcoder", f"{_P}.convert:convert_unixcoder",
                            "official UniXcoder HF folder (config.json + pytorch_model.bin or "
                            "model.safetensors, vocab.json + merges.txt)"))

@@ -29,3 +29,27 @@ UNIXCODER_BASE = unixcoder_config(768, 12, 12, 3072, 51416, max_length=512, posi
                                   pooler=True)
 # byte-level vocabulary (special tokens + AST markers + 256 bytes) fits in 1024 rows
 UNIXCODER_TINY = unixcoder_config(32, 2, 2, 64, 1024, max_length=64)
+
+
+def code_text_config(code_tower: dict[str, Any], text_tower_: dict[str, Any],
+                     code_length: int, text_tokenizer: dict[str, Any],
+                     embed_dim: int | None) -> dict[str, Any]:
+    """A code-text dual encoder: a code tower reading UniXcoder's tokens, a text tower, both
+    mean-pooled (the towers can be warm-started from another model, see ``warm_start``)."""
+    from mmenc.builtin.recipes import towers
+
+    return towers({"code": code_tower, "text": text_tower_},
+                  {"code": {"tokenizer": "unixcoder", "kind": "bytes",
+                            "max_length": code_length},
+                   "text": text_tokenizer},
+                  {"code": "mean", "text": "mean"}, embed_dim)
+
+
+def _tiny_code_text() -> dict[str, Any]:
+    from mmenc.builtin.recipes import TINY_TEXT, text_tokenizer
+
+    return code_text_config(text_tower(32, 2, 2, 64, vocab_size=1024, max_length=64), TINY_TEXT,
+                            64, text_tokenizer(64), 32)
+
+
+CODE_TEXT_TINY = _tiny_code_text()
