@@ -91,7 +91,7 @@ def convert_unixcoder(src: Path, max_length: int | None = None, mode: str = "<en
     if has_vocab:
         tok = roberta_tokenizer(tok_dir)
         tokenizers = {v: {"tokenizer": n, "kind": "bpe", "file": FILE, "mode": mode,
-                          "max_length": length} for v, n in VIEW_NAMES.items()}
+                          "max_length": length} for v, n in VIEW_NAMES.items()}  # one vocabulary
         with tempfile.TemporaryDirectory() as tmp:
             tok.save(str(Path(tmp) / FILE))
             model = build_unixcoder(_config(encoder, tokenizers, src), directory=Path(tmp))

@@ -45,15 +45,20 @@ def function_pairs(test: list[Any]) -> list[dict[str, str]]:
             for a in codes for b in codes if a != b]
 
 
-def write_manifests(train: list[Any], test: list[Any], out: Path) -> dict[str, Path]:
-    """``train.jsonl`` (``code``, ``text``, ``ast`` views of each function), ``test.jsonl``
-    (``docstring`` / ``code``) and ``functions.jsonl`` (``query`` / ``function``)."""
+def write_manifests(train: list[Any], test: list[Any], out: Path,
+                    extra: list[dict[str, str]] = ()) -> dict[str, Path]:  # type: ignore[assignment]
+    """``train.jsonl`` (``code``, ``text``, ``ast`` views of each function, then the ``extra``
+    code/text pairs), ``test.jsonl`` (``docstring`` / ``code``) and ``functions.jsonl``
+    (``query`` / ``function``)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"train": out / "train.jsonl", "test": out / "test.jsonl",
              "functions": out / "functions.jsonl"}
     with paths["train"].open("w", encoding="utf-8") as f:
         for p in train:
             f.write(json.dumps({"id": p.id, "code": p.code, "text": p.docstring, "ast": p.code})
+                    + "\n")
+        for row in extra:
+            f.write(json.dumps({"code": row["code"], "text": row["text"], "ast": row["code"]})
                     + "\n")
     with paths["test"].open("w", encoding="utf-8") as f:
         for p in test:
@@ -78,8 +83,8 @@ def pretrain_config(data: Path, vocabulary: Path, out: Path, steps: int, vocab_s
                     lr: float = 5e-4) -> dict[str, Any]:
     """UniXcoder from scratch: contrastive docstring <-> code with in-batch negatives."""
     config = unixcoder_config(dim, depth, dim // 64, 4 * dim, vocab_size, max_length=code_length,
-                              views=("code", "text"), kind="bpe")
-    for view, length in (("code", code_length), ("text", text_length)):
+                              kind="bpe")
+    for view, length in (("code", code_length), ("text", text_length), ("ast", code_length)):
         config["tokenizers"][view].update(file=str(vocabulary), max_length=length)
     config["encoder"]["dropout"] = 0.1
     return {
@@ -130,11 +135,25 @@ def evaluate(model: Any, paths: dict[str, Path], code_modality: str = "code",
             "counts": {"docstring": doc["counts"], "function": fun["counts"]}}
 
 
-def run(out: Path, steps: int, minilm: Any | None = None, echo: Echo = print,
-        **sizes: Any) -> dict[str, Any]:
-    """The whole pairing: data, vocabulary, pretraining, and the table against BM25 (and the
-    converted MiniLM when given)."""
+def shorter(model_dir: Path, modality: str, max_length: int, out: Path) -> Path:
+    """A copy of a saved model whose tokenizer of ``modality`` cuts at ``max_length``."""
+    import mmenc
+
+    model = mmenc.load(model_dir)
+    tok = model.tokenizers[modality]
+    tok.max_length = max_length
+    tok.tokenizer.enable_truncation(max_length)
+    model.save_pretrained(out)
+    return out
+
+
+def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None = None,
+        echo: Echo = print, code_length: int = 96, **sizes: Any) -> dict[str, Any]:
+    """The whole pairing: data, vocabulary, UniXcoder from scratch, (with ``minilm``) a code
+    tower warm-started from it and MiniLM zero-shot, and BM25, on both tasks."""
     import shutil
+
+    from tokenizers import Tokenizer
 
     from mmenc.model import load
     from mmenc.retrieval.lexical import Bm25Scorer
@@ -143,25 +162,93 @@ def run(out: Path, steps: int, minilm: Any | None = None, echo: Echo = print,
     train, test = splits()
     paths = write_manifests(train, test, out / "data")
     vocabulary = train_vocabulary(train, out / "vocabulary")
-    from tokenizers import Tokenizer
-
     vocab_size = Tokenizer.from_file(str(vocabulary)).get_vocab_size(with_added_tokens=True)
-    echo(f"  {len(train)} training functions, {len(test)} held-out from "
+    echo(f"  {len(train)} training functions; {len(test)} held-out from "
          f"{len({p.module for p in test})} unseen modules; BPE vocabulary {vocab_size}")
-    run_dir = out / "pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    result = pretrain(pretrain_config(out / "data", vocabulary, run_dir, steps, vocab_size,
-                                      **sizes))
-    seconds = time.perf_counter() - t0
-    echo(f"  pretrained UniXcoder from scratch: {result.step} steps in {seconds:.0f} s "
-         f"(final loss {result.metrics['loss']:.3f})")
-    rows = {"UniXcoder, from scratch": evaluate(load(result.model_dir), paths),
-            "BM25 (identifiers split)": evaluate(Bm25Scorer(), paths)}
+    runs: dict[str, Any] = {}
+    rows: dict[str, Any] = {}
+
+    def train_and_eval(name: str, config: dict[str, Any], modalities: tuple[str, str]) -> None:
+        run_dir = Path(config["output_dir"])
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        t0 = time.perf_counter()
+        result = pretrain(config)
+        seconds = time.perf_counter() - t0
+        echo(f"  {name}: {result.step} steps in {seconds:.0f} s "
+             f"(final loss {result.metrics['loss']:.3f})")
+        runs[name] = {"steps": result.step, "seconds": round(seconds),
+                      "model": str(result.model_dir)}
+        rows[name] = evaluate(load(result.model_dir), paths, *modalities)
+
+    train_and_eval("UniXcoder, from scratch", pretrain_config(
+        out / "data", vocabulary, out / "scratch", scratch_steps, vocab_size,
+        code_length=code_length, **sizes), ("code", "text"))
+    if minilm is not None and warm_steps > 0:
+        short = shorter(minilm, "text", code_length, out / "minilm-code")
+        config = warm_config(out / "data", short, out / "warm", warm_steps)
+        config["model"]["warm_start"]["text"] = str(minilm)
+        train_and_eval("code tower from MiniLM", config, ("code", "text"))
     if minilm is not None:
-        rows["MiniLM-L6, zero-shot"] = evaluate(minilm, paths, "text", "text")
+        rows["MiniLM-L6, zero-shot"] = evaluate(load(minilm), paths, "text", "text")
+    rows["BM25 (identifiers split)"] = evaluate(Bm25Scorer(), paths)
     return {"task": "stdlib docstring -> function and function -> function (held-out modules)",
             "train_functions": len(train), "test_functions": len(test),
-            "vocab_size": vocab_size, "steps": result.step, "pretrain_seconds": round(seconds),
-            "model": str(result.model_dir), "rows": rows}
+            "vocab_size": vocab_size, "runs": runs, "rows": rows}
+
+
+SCRATCH_STEPS, WARM_STEPS = 300, 30
+
+
+def demo(out: Path, minilm: Path, steps: int | None, echo: Echo) -> dict[str, Any]:
+    """The main job's code pairing (``steps`` scales both trainings; None: the defaults)."""
+    from mmenc.demo import table
+
+    scratch = SCRATCH_STEPS if steps is None else steps
+    warm = WARM_STEPS if steps is None else max(1, steps // 10)
+    report = run(out, scratch, warm, minilm, echo, dim=128, depth=2, text_length=32, lr=2e-3)
+    for task in ("docstring->code", "function->function"):
+        echo(f"  {task}")
+        echo(table({name: row[task] for name, row in report["rows"].items()}))
+    return report
+
+
+def name_pairs(exclude_modules: set[str]) -> list[dict[str, str]]:
+    """Function name -> function pairs from the standard library outside ``exclude_modules``:
+    the name split into words (``read_header`` -> "read header") and the source without its
+    docstring. Every function counts, documented or not, so there are many more of them than
+    docstring pairs; they teach the link between words and identifiers."""
+    import ast
+    import warnings
+
+    from mmenc.data.stdlib import SKIP_PARTS, stdlib_root
+    from mmenc.retrieval.lexical import words
+
+    root = stdlib_root()
+    out: list[dict[str, str]] = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        module = rel.parts[0].removesuffix(".py")
+        if SKIP_PARTS & set(rel.parts[:-1]) or rel.parts[0].startswith("test") \
+                or module in exclude_modules:
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        lines = source.splitlines()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            name = " ".join(words(node.name))
+            body = node.body[1:] if ast.get_docstring(node) else node.body
+            if len(name) < 3 or not body or node.name.startswith("__"):
+                continue
+            start = body[0].lineno - 1
+            code = "\n".join(lines[start: node.end_lineno or start + 1]).strip()
+            if len(code) > 10:
+                out.append({"code": code, "text": name})
+    return out

@@ -225,12 +225,17 @@ class UniXcoderTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
 
+    @property
+    def file(self) -> str:
+        """Its file in a saved model: one per view, since views may hold other vocabularies."""
+        return FILE if self.name == "unixcoder" else f"tokenizer-{self.name}.json"
+
     def config(self) -> dict[str, Any]:
-        return {"tokenizer": self.name, "kind": "bpe", "file": FILE, "mode": self.mode,
+        return {"tokenizer": self.name, "kind": "bpe", "file": self.file, "mode": self.mode,
                 "max_length": self.max_length, "lang": self.lang}
 
     def save(self, directory: str) -> None:
-        self.tokenizer.save(str(Path(directory) / FILE))
+        self.tokenizer.save(str(Path(directory) / self.file))
 
 
 class NoCodeTokenizer:

@@ -130,3 +130,18 @@ def test_vocabulary_without_mode_tokens_gets_them(tmp_path):
     tok = UniXcoderTokenizer(Tokenizer(models.BPE(vocab=vocab, merges=[])))
     assert {tok.ids[m] for m in MODES} == {len(vocab), len(vocab) + 1, len(vocab) + 2}
     assert bytes_tokenizer(None).token_to_id("<encoder-only>") == 5
+
+
+def test_views_with_different_vocabularies_survive_saving(tmp_path, vocab_dir):
+    trained = tmp_path / "bpe.json"
+    roberta_tokenizer(vocab_dir).save(str(trained))
+    bpe = {"kind": "bpe", "file": str(trained), "max_length": 32}
+    model = mmenc.create_model("unixcoder-tiny", tokenizers={"code": bpe, "text": bpe})
+    sizes = {v: t.vocab_size for v, t in model.tokenizers.items()}
+    assert sizes["code"] == sizes["text"] != sizes["ast"]  # ast keeps the byte-level default
+    model.save_pretrained(tmp_path / "saved")
+    again = mmenc.load(tmp_path / "saved")
+    assert {v: t.vocab_size for v, t in again.tokenizers.items()} == sizes
+    for view in ("code", "text", "ast"):
+        assert torch.equal(again.tokenize(["def f(x): return x"], view).ids,
+                           model.tokenize(["def f(x): return x"], view).ids)
