@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mmenc.batch import TokenBatch
 from mmenc_audio.codebook import RandomProjectionQuantizer
@@ -65,13 +66,26 @@ class AcousticLabelTokenizer:
 
     def __call__(self, items: list[object]) -> TokenBatch:
         batch = self.patches(items)
+        labels = self.label_batch(batch)
+        return TokenBatch(ids=labels, values=batch.values, mask=batch.mask, pad_id=PAD_LABEL)
+
+    def label_batch(self, batch: TokenBatch) -> Tensor:
+        """Labels of an ``audio-fbank`` batch already made (``values`` [b n 256]).
+
+        Returns:
+            int64 ``[b n]`` on the batch's device, :data:`PAD_LABEL` at padding.
+        """
+        if batch.values is None or batch.values.shape[-1] != 256:
+            raise ValueError("acoustic labels need 16x16 fbank patches [b n 256]")
+        device = batch.values.device
         with torch.no_grad():
             if self.kind == "random-projection":
-                labels = self.labeller(batch.values)
+                labels = self.labeller.to(device)(batch.values)
             else:
-                labels = self.labeller.labels(batch)
-        labels = labels.masked_fill(~batch.mask, PAD_LABEL)
-        return TokenBatch(ids=labels, values=batch.values, mask=batch.mask, pad_id=PAD_LABEL)
+                labels = self.labeller.to(device).labels(batch)
+        mask = batch.mask if batch.mask is not None else torch.ones(
+            labels.shape, dtype=torch.bool, device=device)
+        return labels.masked_fill(~mask, PAD_LABEL)
 
     def config(self) -> dict[str, object]:
         return {"tokenizer": NAME, "kind": self.kind, "num_codes": self.num_codes,

@@ -18,6 +18,12 @@ width, ``K`` label vocabulary.
   ``1 - cos(estimate, teacher)`` averaged over real patches, plus the codebook's commitment
   loss. :func:`tokenizer_distillation_step` glues a tokenizer model, its codebook and this
   objective together.
+
+Both classes train under ``mmenc pretrain`` through their ``step(model, batch, modality,
+generator)``: the masked-label objective labels the fbank patches of the batch itself (a random
+projection, or a saved acoustic tokenizer named by ``labels={"kind": "model", "model": DIR}``),
+and the distillation objective runs the saved teacher named by ``teacher=DIR``. Neither the
+labeller nor the teacher is a submodule: they are not trained and not saved with the objective.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmenc.batch import TokenBatch
+from mmenc.errors import ConfigError
 from mmenc.nn import TrunkConfig, build_trunk
 
 
@@ -77,18 +84,32 @@ class MaskedAcousticLabelLoss(nn.Module):
 
     Args:
         dim: encoder width d.
-        num_labels: K, the acoustic tokenizer's codebook size.
+        num_labels: K, the acoustic tokenizer's codebook size (None: the labeller's, or 64).
         predictor_depth: layers of the label predictor (0: a linear head on the mask tokens
             alone would see nothing, so at least 1).
         heads: heads of the label predictor.
         mask_ratio, block: of :func:`block_mask` (used by :meth:`choose`).
+        labels: the labeller :meth:`step` uses, as options of
+            :class:`mmenc_audio.acoustic.AcousticLabelTokenizer` (``{"kind":
+            "random-projection", "num_codes": K, "code_dim": 16, "seed": 0}`` or ``{"kind":
+            "model", "model": "DIR"}``); None: a random projection with ``num_labels`` codes.
     """
 
-    def __init__(self, dim: int = 32, num_labels: int = 64, predictor_depth: int = 1,
-                 heads: int = 2, mask_ratio: float = 0.75, block: int = 8) -> None:
+    def __init__(self, dim: int = 32, num_labels: int | None = None, predictor_depth: int = 1,
+                 heads: int = 2, mask_ratio: float = 0.75, block: int = 8,
+                 labels: dict[str, Any] | None = None) -> None:
         super().__init__()
         if predictor_depth < 1:
             raise ValueError("predictor_depth must be at least 1")
+        self.labels_config = None if labels is None else dict(labels)
+        self._labeller: Any = None
+        if self.labels_config is not None:
+            self._labeller = self._build_labeller(self.labels_config)
+            if num_labels is not None and int(num_labels) != self._labeller.num_codes:
+                raise ConfigError(f"masked-acoustic-labels: num_labels={num_labels} but the "
+                                  f"labeller has {self._labeller.num_codes} codes")
+            num_labels = self._labeller.num_codes
+        num_labels = 64 if num_labels is None else int(num_labels)
         self.dim, self.num_labels = dim, num_labels
         self.mask_ratio, self.block = mask_ratio, block
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
@@ -96,6 +117,40 @@ class MaskedAcousticLabelLoss(nn.Module):
                                                  ffn_dim=2 * dim, norm="pre", relative="t5",
                                                  num_buckets=32, max_distance=128))
         self.head = nn.Linear(dim, num_labels)
+
+    @staticmethod
+    def _build_labeller(options: dict[str, Any]) -> Any:
+        from mmenc_audio.acoustic import AcousticLabelTokenizer
+
+        try:
+            return AcousticLabelTokenizer(**options)
+        except TypeError as exc:
+            raise ConfigError(f"masked-acoustic-labels: labels: {exc}") from None
+
+    @property
+    def labeller(self) -> Any:
+        """The :class:`~mmenc_audio.acoustic.AcousticLabelTokenizer` of :meth:`step`."""
+        if self._labeller is None:
+            self._labeller = self._build_labeller({"num_codes": self.num_labels})
+        return self._labeller
+
+    def step(self, model: Any, batch: TokenBatch, modality: str,
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """One training forward under ``mmenc pretrain``: label every patch of ``batch`` (fbank
+        patches ``values`` [b n 256]), mask blocks, encode the visible patches, predict.
+
+        Returns:
+            ``(loss, logs)`` as :meth:`forward`.
+        """
+        if batch.values is None:
+            raise ConfigError(f"masked-acoustic-labels on {modality!r}: the batch has no fbank "
+                              "patches")
+        labels = self.labeller.label_batch(batch)  # [b n], -100 at padding
+        mask = batch.mask if batch.mask is not None else torch.ones(
+            labels.shape, dtype=torch.bool, device=labels.device)
+        masked = self.choose(mask, generator)
+        hidden = model.forward_features(replace(batch, mask=mask & ~masked), modality).hidden
+        return self(hidden, labels, masked, mask)
 
     def choose(self, mask: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """:func:`block_mask` with this objective's ratio and block."""
@@ -165,15 +220,49 @@ class TokenizerDistillationLoss(nn.Module):
 
     Args:
         code_dim: c, the quantiser width.
-        teacher_dim: t, the teacher's width.
+        teacher_dim: t, the teacher's width (None: the teacher's, or 32).
         width, depth, heads: of the estimator.
+        teacher: folder of the saved teacher model :meth:`step` runs (a BEATs model of the
+            previous iteration); needed by :meth:`step` only.
     """
 
-    def __init__(self, code_dim: int = 8, teacher_dim: int = 32, width: int = 32,
-                 depth: int = 1, heads: int = 2) -> None:
+    def __init__(self, code_dim: int = 8, teacher_dim: int | None = None, width: int = 32,
+                 depth: int = 1, heads: int = 2, teacher: str | None = None) -> None:
         super().__init__()
+        self.teacher_path = None if teacher is None else str(teacher)
+        self._teacher: Any = None
+        if self.teacher_path is not None:
+            import mmenc
+
+            teacher_model = mmenc.load(self.teacher_path).eval().requires_grad_(False)
+            object.__setattr__(self, "_teacher", teacher_model)  # not a submodule: not saved
+            width_of = int(self._teacher.config["trunk"]["dim"])
+            if teacher_dim is not None and int(teacher_dim) != width_of:
+                raise ConfigError(f"tokenizer-distillation: teacher_dim={teacher_dim} but the "
+                                  f"teacher {self.teacher_path} is {width_of} wide")
+            teacher_dim = width_of
+        teacher_dim = 32 if teacher_dim is None else int(teacher_dim)
         self.code_dim, self.teacher_dim = code_dim, teacher_dim
         self.estimator = Estimator(code_dim, teacher_dim, width, depth, heads)
+
+    def step(self, model: Any, batch: TokenBatch, modality: str,
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """One training forward under ``mmenc pretrain``: ``model`` is the acoustic tokenizer
+        being trained, the teacher sees the same (unmasked) batch.
+
+        Returns:
+            ``(loss, logs)`` with ``cosine``, ``commitment`` and ``codes_used``.
+        """
+        if self._teacher is None:
+            raise ConfigError("tokenizer-distillation: set config.teacher to the folder of a "
+                              "saved teacher model")
+        device = batch.values.device if batch.values is not None else torch.device("cpu")
+        self._teacher.to(device)
+        with torch.no_grad():
+            teacher_hidden = self._teacher.forward_features(batch, modality).hidden
+        loss, logs = tokenizer_distillation_step(model, self, batch, teacher_hidden)
+        logs.pop("labels")
+        return loss, logs
 
     def forward(self, codes: Tensor, teacher: Tensor, mask: Tensor | None = None,
                 commitment: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -211,11 +300,3 @@ def tokenizer_distillation_step(tokenizer: Any, objective: TokenizerDistillation
     loss, logs = objective(z_q, teacher_hidden, f.mask, commit)
     real = labels if f.mask is None else labels[f.mask]
     return loss, {**logs, "labels": labels, "codes_used": int(real.unique().numel())}
-
-
-def masked_acoustic_label_loss(**config: Any) -> MaskedAcousticLabelLoss:
-    return MaskedAcousticLabelLoss(**config)
-
-
-def tokenizer_distillation_loss(**config: Any) -> TokenizerDistillationLoss:
-    return TokenizerDistillationLoss(**config)

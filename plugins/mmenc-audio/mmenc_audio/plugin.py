@@ -11,6 +11,7 @@ from typing import Any
 
 from mmenc.hookspecs import hookimpl
 from mmenc.specs import (
+    CommandSpec,
     ConverterSpec,
     ModalitySpec,
     ModelSpec,
@@ -40,10 +41,10 @@ def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None
 
 @hookimpl
 def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
-    register(ObjectiveSpec("masked-acoustic-labels", f"{_P}.objectives:masked_acoustic_label_loss",
+    register(ObjectiveSpec("masked-acoustic-labels", f"{_P}.objectives:MaskedAcousticLabelLoss",
                            "BEATs: predict the acoustic labels of block-masked patches"))
     register(ObjectiveSpec("tokenizer-distillation",
-                           f"{_P}.objectives:tokenizer_distillation_loss",
+                           f"{_P}.objectives:TokenizerDistillationLoss",
                            "BEATs tokenizer: quantise, reconstruct the teacher's features "
                            "(cosine)"))
 
@@ -59,6 +60,9 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     ):
         register(ModelSpec(name, ("audio",), f"{_P}.model:build", f"{_P}.recipes:{config}",
                            "dual", description, tiny))
+    register(ModelSpec("audio-text-tiny", ("audio", "text"), f"{_P}.audiotext:build_audio_text",
+                       f"{_P}.recipes:AUDIO_TEXT_TINY", "dual",
+                       "tiny audio-text dual encoder: BEATs audio tower + text tower", True))
     register(ConverterSpec("beats", f"{_P}.convert:convert_beats",
                            "official BEATs .pt {cfg, model[, label_dict]} (pre-trained or "
                            "fine-tuned)"))
@@ -67,3 +71,9 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     register(ParitySpec("beats", "beats", f"{_P}.convert:run_beats", kind="model"))
     register(ParitySpec("beats", "beats-tokenizer", f"{_P}.convert:run_beats_tokenizer",
                         kind="tokenizer"))
+
+
+@hookimpl
+def mmenc_register_commands(register: Callable[[CommandSpec], None]) -> None:
+    register(CommandSpec("audio", f"{_P}.cli:audio",
+                         "audio tools: iterate (BEATs' iterative pre-training), manifests"))

@@ -15,7 +15,7 @@ from mmenc_audio.audio import example_audio, load_audio
 from mmenc_audio.frontend import official_padding_mask, preprocess, to_patches
 
 
-@pytest.mark.parametrize("recipe", ["beats-tiny", "beats-tokenizer-tiny"])
+@pytest.mark.parametrize("recipe", ["beats-tiny", "beats-tokenizer-tiny", "audio-text-tiny"])
 @pytest.mark.parametrize("check", MODEL_CHECKS, ids=check_name)
 def test_model_contract(check, recipe) -> None:
     check(mmenc.catalogue().get("model", recipe))
