@@ -200,11 +200,13 @@ def parity_cmd(fixture_dir: Path, as_json: bool, tol: float | None) -> None:
               help="Use only the first N held-out code pairs.")
 @click.option("--steps", type=int, default=250, show_default=True,
               help="Pretraining steps of the image-text pairing.")
-def demo_cmd(out: Path, limit: int | None, steps: int) -> None:
+@click.option("--pairing-steps", type=int, default=None,
+              help="Pretraining steps of every plugin pairing [default: each one's own].")
+def demo_cmd(out: Path, limit: int | None, steps: int, pairing_steps: int | None) -> None:
     """The main job: convert a packaged checkpoint, pretrain, retrieve held-out real data."""
     from mmenc.demo import run_demo
 
-    run_demo(out, limit=limit, steps=steps, echo=click.echo)
+    run_demo(out, limit=limit, steps=steps, echo=click.echo, pairing_steps=pairing_steps)
 
 
 if __name__ == "__main__":

