@@ -99,8 +99,8 @@ def pretrain_config(data: Path, vocabulary: Path, out: Path, steps: int, vocab_s
     }
 
 
-def warm_config(data: Path, minilm: Path, out: Path, steps: int, batch_size: int = 64,
-                code_length: int = 128, lr: float = 3e-5) -> dict[str, Any]:
+def warm_config(data: Path, minilm: Path, out: Path, steps: int, batch_size: int = 32,
+                lr: float = 2e-5) -> dict[str, Any]:
     """A code-text dual encoder whose towers both start from the converted MiniLM: the text
     tower frozen, the code tower trained contrastively (no projection, so step 0 is MiniLM's
     zero-shot space)."""
@@ -186,7 +186,8 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
         code_length=code_length, **sizes), ("code", "text"))
     if minilm is not None and warm_steps > 0:
         short = shorter(minilm, "text", code_length, out / "minilm-code")
-        config = warm_config(out / "data", short, out / "warm", warm_steps)
+        config = warm_config(out / "data", short, out / "warm", warm_steps, batch_size=32,
+                             lr=2e-5)
         config["model"]["warm_start"]["text"] = str(minilm)
         train_and_eval("code tower from MiniLM", config, ("code", "text"))
     if minilm is not None:
@@ -197,7 +198,7 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
             "vocab_size": vocab_size, "runs": runs, "rows": rows}
 
 
-SCRATCH_STEPS, WARM_STEPS = 600, 0
+SCRATCH_STEPS, WARM_STEPS = 600, 40
 
 
 def demo(out: Path, minilm: Path, steps: int | None, echo: Echo) -> dict[str, Any]:
