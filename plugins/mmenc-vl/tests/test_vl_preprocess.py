@@ -1,0 +1,61 @@
+"""ALBEF's caption cleaning and the official image preprocessing of the recipes."""
+
+from __future__ import annotations
+
+import mmenc
+import pytest
+import torch
+from mmenc.errors import InputError
+
+from mmenc_vl.preprocess import albef_caption
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("A Man's dog, running!", "a mans dog running"),
+    ("  <person> rides a bike-path / road.  ", "person rides a bike path road"),
+    ('Two "cats" (black; white) on a mat: #1 ~', "two cats black white on a mat 1"),
+    ("tabs\t\tand\n\nnewlines", "tabs and newlines"),
+])
+def test_albef_caption(raw, clean):
+    assert albef_caption(raw) == clean
+
+
+def test_albef_caption_truncates_and_refuses_empty():
+    assert albef_caption(" ".join(f"w{i}" for i in range(40))) == " ".join(
+        f"w{i}" for i in range(30))
+    assert albef_caption("a b c d", max_words=2) == "a b"
+    for bad in ("", "  ", "?!..", None):
+        with pytest.raises(InputError):
+            albef_caption(bad)
+
+
+@pytest.mark.parametrize("recipe,size,resize", [
+    ("bridgetower-base", 288, "shortest"), ("albef-base", 256, "square"),
+])
+def test_image_preprocessing_of_the_recipes(recipe, size, resize):
+    cfg = mmenc.catalogue().get("model", recipe).default_config()["tokenizers"]["image"]
+    assert (cfg["size"], cfg["resize"], cfg["interpolation"]) == (size, resize, "bicubic")
+    assert cfg["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    assert cfg["std"] == pytest.approx([0.26862954, 0.26130258, 0.27577711])
+
+
+@pytest.mark.parametrize("recipe", ["bridgetower-tiny", "albef-tiny"])
+def test_image_modes_are_converted_and_bad_images_refused(recipe):
+    import io
+
+    from PIL import Image
+
+    model = mmenc.create_model(recipe).eval()
+    rgb = Image.linear_gradient("L").resize((40, 30)).convert("RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: composited on white
+    white = Image.new("RGB", (40, 30), (255, 255, 255))
+    items = [rgb.convert("L"), rgb.convert("CMYK"), rgba, white, rgb.resize((3000, 7))]
+    emb = model.encode(items, "image")
+    assert emb.shape[0] == len(items) and torch.isfinite(emb).all()
+    assert torch.allclose(emb[2], emb[3], atol=1e-5)
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")
+    for bad in (buf.getvalue()[:60], b"", b"not an image", Image.new("RGB", (1, 5))):
+        with pytest.raises(InputError):
+            model.encode([bad], "image")
