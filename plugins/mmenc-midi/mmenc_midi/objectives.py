@@ -101,7 +101,8 @@ class AdversarialMasker(nn.Module):
         ones and at most ``max_prob`` of the sequence."""
         b, n = scores.shape
         chosen = torch.zeros(b, n, dtype=torch.bool, device=scores.device)
-        draw = torch.rand(b, generator=generator).tolist()
+        device = generator.device if generator is not None else scores.device
+        draw = torch.rand(b, generator=generator, device=device).tolist()
         for i in range(b):
             k = int((self.share[0] + draw[i] * (self.share[1] - self.share[0]))
                     * int(allowed[i].sum()))
@@ -201,6 +202,94 @@ def adversarial_step(model: Any, mlm: MaskedModelingLoss, masker: AdversarialMas
     per_note = token_losses(mlm.logits(hidden.detach()), ids)  # [b n]
     adv, adv_logs = masker(scores, per_note, corrupted)
     return rec + adv, {**logs, **adv_logs}
+
+
+class AdversarialPretraining(nn.Module):
+    """Adversarial-MidiBERT pretraining as one objective that ``mmenc pretrain`` trains: the
+    compound MLM heads and the masker together (catalogue name ``adversarial-masker``).
+
+    :meth:`step` runs the encoder twice per batch, as :func:`adversarial_step` does: on the
+    clean notes for the masker's scores, and on the notes the masker corrupted for the
+    reconstruction. The model is a MIDI-BERT recipe, or a model whose ``towers[modality]`` is
+    one (the MIDI tower of ``midi-text-*``, trained alongside a contrastive objective). No mask
+    book is kept (every real note may be chosen at every step).
+
+    Args:
+        scheme: ``cp`` or ``octuple`` (the model's dictionary).
+        dim: the encoder's width.
+        mask_prob, share, max_prob, target_share, hidden, dropout: see
+            :func:`compound_mlm` and :class:`AdversarialMasker`.
+    """
+
+    def __init__(self, scheme: str = "cp", dim: int = 32, mask_prob: float = 0.15,
+                 hidden: int = 256, dropout: float = 0.1,
+                 share: tuple[float, float] | list[float] = (0.1, 0.3), max_prob: float = 0.15,
+                 target_share: float = 0.3) -> None:
+        super().__init__()
+        vocab = load_vocab(scheme)
+        self.scheme, self.dim = scheme, dim
+        self.mlm = compound_mlm(scheme, dim, mask_prob)
+        self.masker = AdversarialMasker(dim, list(vocab.sizes), list(vocab.mask_ids), hidden,
+                                        dropout, (float(share[0]), float(share[1])), max_prob,
+                                        target_share)
+
+    def example_inputs(self) -> dict[str, Tensor]:
+        g = torch.Generator().manual_seed(0)
+        b, n = 2, 20
+        vocab = load_vocab(self.scheme)
+        ids = torch.stack([torch.randint(0, min(pad, mask), (b, n), generator=g)
+                           for pad, mask in zip(vocab.pad_ids, vocab.mask_ids, strict=True)],
+                          dim=-1)  # [b n f], below each field's special ids
+        chosen = torch.rand(b, n, generator=g) < 0.3
+        inputs, labels, corrupted = self.masker.corrupt(ids, chosen, g)
+        return {"clean": torch.randn(b, n, self.dim, generator=g),
+                "hidden": torch.randn(b, n, self.dim, generator=g),
+                "ids": ids, "labels": labels, "corrupted": corrupted | chosen}
+
+    def forward(self, clean: Tensor, hidden: Tensor, ids: Tensor, labels: Tensor,
+                corrupted: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The losses from the encoder's states.
+
+        Inputs:
+            clean: ``[b n d]`` states of the clean input (the masker scores them).
+            hidden: ``[b n d]`` states of the corrupted input (the MLM heads decode them).
+            ids: ``[b n f]`` clean ids; labels: ``[b n f]`` (``IGNORE_INDEX`` where not chosen);
+            corrupted: ``[b n]`` bool, the notes masked or replaced.
+        Returns:
+            ``(reconstruction + masker loss, logs)``.
+        """
+        rec, logs = self.mlm(hidden, labels)
+        per_note = token_losses(self.mlm.logits(hidden.detach()), ids)  # [b n]
+        adv, adv_logs = self.masker(self.masker.scores(clean), per_note, corrupted)
+        return rec + adv, {**logs, **adv_logs}
+
+    def encoder(self, model: Any, modality: str) -> Any:
+        """The MIDI-BERT encoder of ``model`` for ``modality``."""
+        towers = getattr(model, "towers", None)
+        encoder = towers[modality] if towers is not None and modality in towers else model
+        if not callable(getattr(encoder, "forward_ids", None)):
+            raise TypeError(f"adversarial-masker trains MIDI-BERT encoders; "
+                            f"{getattr(model, 'recipe', type(model).__name__)!r} has none for "
+                            f"{modality!r}")
+        width = getattr(encoder, "width", self.dim)
+        if width != self.dim:
+            raise ValueError(f"adversarial-masker was built for width {self.dim}, the encoder "
+                             f"is {width} wide: set config.dim: {width}")
+        return encoder
+
+    def step(self, model: Any, batch: TokenBatch, modality: str = "midi",
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """One pretraining loss on a batch (what ``mmenc pretrain`` calls)."""
+        if batch.ids is None or batch.ids.dim() != 3:
+            raise ValueError("adversarial-masker needs compound ids [b n f]")
+        encoder = self.encoder(model, modality)
+        ids = batch.ids
+        real = batch.mask if batch.mask is not None else encoder.attention_mask(ids)
+        clean = encoder.forward_ids(ids, real).hidden
+        chosen = self.masker.select(self.masker.scores(clean).detach(), real, generator)
+        inputs, labels, corrupted = self.masker.corrupt(ids, chosen, generator)
+        hidden = encoder.forward_ids(inputs, real).hidden
+        return self(clean, hidden, ids, labels, corrupted)
 
 
 @torch.no_grad()

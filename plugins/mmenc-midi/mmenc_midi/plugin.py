@@ -43,8 +43,9 @@ def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None
 def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
     register(ObjectiveSpec("compound-mlm", f"{_P}.objectives:compound_mlm",
                            "MIDI-BERT masked modelling over compound tokens (15%, 80/10/10)"))
-    register(ObjectiveSpec("adversarial-masker", f"{_P}.objectives:adversarial_masker",
-                           "Adversarial-MidiBERT's learned masker, trained against the encoder"))
+    register(ObjectiveSpec("adversarial-masker", f"{_P}.objectives:AdversarialPretraining",
+                           "Adversarial-MidiBERT: MLM heads and a learned masker trained "
+                           "against the encoder (trainable by `mmenc pretrain`)"))
 
 
 @hookimpl
@@ -60,6 +61,9 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     ):
         register(ModelSpec(name, ("midi",), _BUILD, f"{_P}.recipes:{config}", "dual",
                            description, tiny))
+    register(ModelSpec("midi-text-tiny", ("midi", "text"), f"{_P}.model:build_midi_text",
+                       f"{_P}.recipes:MIDI_TEXT_TINY", "dual",
+                       "tiny MIDI <-> text dual encoder (MIDI-BERT CP tower, text tower)", True))
     register(ConverterSpec("midibert", f"{_P}.convert:convert_midibert",
                            "MIDI-BERT model_best.ckpt ({epoch, state_dict, ...}); CP dictionary"))
     register(ConverterSpec("adv-midibert", f"{_P}.convert:convert_adv_midibert",

@@ -46,3 +46,26 @@ MIDIBERT_CP_TINY = midibert("cp", 32, 2, 2, 64, max_len=64, emb_dim=16, dropout=
                             pooler=False, embed_dim=32)
 ADV_MIDIBERT_OCTUPLE_TINY = midibert("octuple", 32, 2, 2, 64, max_len=64, emb_dim=16,
                                      dropout=0.0, pooler=False, embed_dim=32)
+
+
+def midi_text(midi_tower: dict[str, Any], text_tower: dict[str, Any],
+              text_tokenizer: dict[str, Any], embed_dim: int | None) -> dict[str, Any]:
+    """A MIDI <-> text dual encoder (``mmenc_midi.model.MidiTextEncoder``): ``midi_tower`` is a
+    :func:`midibert` configuration (its tokenizer is the MIDI tokenizer), both towers are
+    mean-pooled and projected to ``embed_dim``."""
+    body = {k: v for k, v in midi_tower.items() if k != "tokenizers"}
+    body.update(pooler=False, embed_dim=None, pooling="mean")
+    return {"towers": {"midi": {"kind": "midi", **body}, "text": text_tower},
+            "tokenizers": {"midi": dict(midi_tower["tokenizers"]["midi"]),
+                           "text": text_tokenizer},
+            "pooling": {"midi": "mean", "text": "mean"},
+            "embed_dim": embed_dim, "fusion": {"name": "dual"}}
+
+
+def _tiny_midi_text() -> dict[str, Any]:
+    from mmenc.builtin.recipes import TINY_TEXT, text_tokenizer
+
+    return midi_text(MIDIBERT_CP_TINY, TINY_TEXT, text_tokenizer(64), 32)
+
+
+MIDI_TEXT_TINY = _tiny_midi_text()

@@ -15,7 +15,7 @@ from mmenc.testing import (
 
 from mmenc_midi.midi import example_midi
 
-TINY = ["midibert-cp-tiny", "adv-midibert-octuple-tiny"]
+TINY = ["midibert-cp-tiny", "adv-midibert-octuple-tiny", "midi-text-tiny"]
 
 
 def test_everything_is_registered():
