@@ -176,6 +176,18 @@ class TowerEncoder(Encoder):
             self.proj[modality] = nn.Linear(width, embed_dim, bias=False)
 
 
+def build_tokenizers(configs: dict[str, dict[str, Any]],
+                     directory: Path | None = None) -> dict[str, Tokenizer]:
+    """modality -> tokenizer, each built by the catalogue tokenizer its configuration names
+    (default: the modality's name); files are read from ``directory``."""
+    from mmenc.registry import catalogue
+    from mmenc.specs import resolve
+
+    cat = catalogue()
+    return {m: resolve(cat.get("tokenizer", c.get("tokenizer", m)).factory)(c, directory)
+            for m, c in configs.items()}
+
+
 def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -> TowerEncoder:
     """Build a :class:`TowerEncoder` (tokenizer files are read from ``directory``)."""
     from mmenc.registry import catalogue
@@ -183,10 +195,7 @@ def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -
 
     cat = catalogue()
     towers = {m: build_tower(c) for m, c in config["towers"].items()}
-    tokenizers = {}
-    for modality, tok_cfg in config["tokenizers"].items():
-        name = tok_cfg.get("tokenizer", modality)
-        tokenizers[modality] = resolve(cat.get("tokenizer", name).factory)(tok_cfg, directory)
+    tokenizers = build_tokenizers(config["tokenizers"], directory)
     fusion_cfg = dict(config.get("fusion") or {"name": "dual"})
     fusion_name = fusion_cfg.pop("name")
     fusion = resolve(cat.get("fusion", fusion_name).factory)(

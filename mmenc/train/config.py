@@ -118,14 +118,13 @@ class TrainConfig:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def load_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfig:
-    """A checked :class:`TrainConfig` from a YAML file, a mapping or a config.
+def read_mapping(source: str | Path | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(where, mapping)`` of a YAML file or a mapping (``where``: the file name, or
+    ``<config>``), for error messages that name their source.
 
     Raises:
-        ConfigError: naming the file (``<config>`` for a mapping) and the key path.
+        ConfigError: an unreadable file, invalid YAML, or not a mapping at the top level.
     """
-    if isinstance(source, TrainConfig):
-        source = source.to_dict()
     if isinstance(source, dict):
         where, data = "<config>", source
     else:
@@ -141,6 +140,18 @@ def load_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfi
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys at the top level")
+    return where, data
+
+
+def load_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a YAML file, a mapping or a config.
+
+    Raises:
+        ConfigError: naming the file (``<config>`` for a mapping) and the key path.
+    """
+    if isinstance(source, TrainConfig):
+        source = source.to_dict()
+    where, data = read_mapping(source)
     config = _build(TrainConfig, data, "", where)
     _check(config, where)
     return config

@@ -65,21 +65,9 @@ def read_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: naming the file (``<config>`` for a mapping) and the key.
     """
-    if isinstance(source, dict):
-        where, data = "<config>", source
-    else:
-        import yaml
+    from mmenc.train.config import read_mapping
 
-        path = Path(source)
-        where = path.name
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys at the top level")
+    where, data = read_mapping(source)
 
     def check(mapping: Any, allowed: set[str], path: str) -> None:
         if not isinstance(mapping, dict):

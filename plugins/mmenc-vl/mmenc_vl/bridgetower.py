@@ -203,17 +203,12 @@ class BridgeTowerEncoder(TowerEncoder):
 
 def build_bridgetower(config: dict[str, Any], directory: Path | None = None) -> BridgeTowerEncoder:
     """Build a :class:`BridgeTowerEncoder` from its configuration (see ``recipes``)."""
-    from mmenc.registry import catalogue
-    from mmenc.specs import resolve
+    from mmenc.builtin.towers import build_tokenizers
 
     if set(config["towers"]) != {"text", "image"}:
         raise ValueError("BridgeTower needs exactly a 'text' and an 'image' tower")
-    cat = catalogue()
     towers = {m: build_tower(c) for m, c in config["towers"].items()}
-    tokenizers = {}
-    for modality, tok_cfg in config["tokenizers"].items():
-        name = tok_cfg.get("tokenizer", modality)
-        tokenizers[modality] = resolve(cat.get("tokenizer", name).factory)(tok_cfg, directory)
+    tokenizers = build_tokenizers(config["tokenizers"], directory)
     fusion_cfg = {k: v for k, v in config["fusion"].items() if k != "name"}
     fusion = BridgeFusion({m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()},
                           **fusion_cfg)
