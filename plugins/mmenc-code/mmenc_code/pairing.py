@@ -85,7 +85,7 @@ def pretrain_config(data: Path, vocabulary: Path, out: Path, steps: int, vocab_s
     config = unixcoder_config(dim, depth, dim // 64, 4 * dim, vocab_size, max_length=code_length,
                               kind="bpe")
     for view, length in (("code", code_length), ("text", text_length), ("ast", code_length)):
-        config["tokenizers"][view].update(file=str(vocabulary), max_length=length)
+        config["tokenizers"][view].update(file=str(Path(vocabulary).resolve()), max_length=length)
     config["encoder"]["dropout"] = 0.1
     return {
         "model": {"recipe": "unixcoder-tiny", "overrides": config},
