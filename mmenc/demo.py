@@ -118,12 +118,11 @@ def emoji_config(data: Path, minilm: Path, out: Path, steps: int) -> dict[str, A
 
 def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, Any]:
     """Pretrain an image-text dual encoder on emoji, evaluate on emoji held out by hash."""
-    import shutil
 
     from mmenc.data.emoji import write_emoji_manifests
     from mmenc.model import load
     from mmenc.retrieval.evaluate import evaluate_retrieval, read_manifest, write_report
-    from mmenc.train import pretrain
+    from mmenc.train import pretrain_afresh
 
     train, test, missing = write_emoji_manifests(out / "data")
     n_train = sum(1 for _ in train.open())
@@ -132,11 +131,8 @@ def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, 
     echo(f"  {n_train} training and {len(test_pairs)} held-out emoji "
          f"({missing} the font cannot draw)")
     run_dir = out / "pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    result = pretrain(emoji_config(out / "data", minilm, run_dir, steps))
-    echo(f"  pretrained {result.step} steps in {time.perf_counter() - t0:.0f} s "
+    result, seconds = pretrain_afresh(emoji_config(out / "data", minilm, run_dir, steps))
+    echo(f"  pretrained {result.step} steps in {seconds:.0f} s "
          f"(final loss {result.metrics['loss']:.3f}); curves: {run_dir / 'loss.png'}")
     model = load(result.model_dir)
     report = evaluate_retrieval(model, test_pairs, "image", "text", batch_size=128,

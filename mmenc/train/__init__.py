@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mmenc.train.config import TrainConfig, load_config
-    from mmenc.train.loop import TrainingDiverged, TrainResult, pretrain
+    from mmenc.train.loop import TrainingDiverged, TrainResult, pretrain, pretrain_afresh
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "load_config", "pretrain"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "load_config", "pretrain",
+           "pretrain_afresh"]
 
 _HOMES = {"TrainConfig": "mmenc.train.config", "load_config": "mmenc.train.config",
           "TrainResult": "mmenc.train.loop", "TrainingDiverged": "mmenc.train.loop",
-          "pretrain": "mmenc.train.loop"}
+          "pretrain": "mmenc.train.loop",
+          "pretrain_afresh": "mmenc.train.loop"}
 
 
 def __getattr__(name: str) -> Any:

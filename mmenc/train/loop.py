@@ -362,3 +362,17 @@ class _Run:
         self.barrier()
         return TrainResult(self.out, self.step, dict(rows[-1]) if rows else {},
                            dict(self.batcher.skipped), self.last_ckpt, model_dir)
+
+
+def pretrain_afresh(config: dict[str, Any]) -> tuple[TrainResult, float]:
+    """:func:`pretrain` from scratch in ``config["output_dir"]`` (a previous run there is
+    removed first): the result and the seconds it took. For jobs that always retrain."""
+    import shutil
+    import time
+
+    run_dir = Path(config["output_dir"])
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    result = pretrain(config)
+    return result, time.perf_counter() - start

@@ -159,11 +159,10 @@ def run(out: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
         the held-out prompts whose transcript no training prompt has), the baselines (random
         for the same gallery size, length only), counts, steps and seconds.
     """
-    import shutil
 
     from mmenc.model import load
     from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
-    from mmenc.train import pretrain
+    from mmenc.train import pretrain_afresh
 
     out = Path(out)
     start = time.perf_counter()
@@ -172,11 +171,8 @@ def run(out: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
     echo(f"  {data['train_items']} training and {len(data['test'])} held-out speech prompts; "
          f"text tower: {'MiniLM-L6 (frozen)' if text_source else 'tiny, from scratch'}")
     run_dir = out / "pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    result = pretrain(pretrain_config(data["train"], run_dir, steps, text_source, **sizes))
-    train_seconds = time.perf_counter() - t0
+    result, train_seconds = pretrain_afresh(pretrain_config(data["train"], run_dir, steps,
+                                                            text_source, **sizes))
     echo(f"  pretrained {result.step} steps in {train_seconds:.0f} s (final loss "
          f"{result.metrics.get('loss', math.nan):.3f})")
     model = load(result.model_dir).eval()

@@ -15,7 +15,6 @@ Two retrieval tasks on the held-out modules:
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -151,13 +150,12 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
         echo: Echo = print, code_length: int = 96, **sizes: Any) -> dict[str, Any]:
     """The whole pairing: data, vocabulary, UniXcoder from scratch, (with ``minilm``) a code
     tower warm-started from it and MiniLM zero-shot, and BM25, on both tasks."""
-    import shutil
 
     from tokenizers import Tokenizer
 
     from mmenc.model import load
     from mmenc.retrieval.lexical import Bm25Scorer
-    from mmenc.train import pretrain
+    from mmenc.train import pretrain_afresh
 
     train, test = splits()
     paths = write_manifests(train, test, out / "data")
@@ -169,12 +167,7 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
     rows: dict[str, Any] = {}
 
     def train_and_eval(name: str, config: dict[str, Any], modalities: tuple[str, str]) -> None:
-        run_dir = Path(config["output_dir"])
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        t0 = time.perf_counter()
-        result = pretrain(config)
-        seconds = time.perf_counter() - t0
+        result, seconds = pretrain_afresh(config)
         echo(f"  {name}: {result.step} steps in {seconds:.0f} s "
              f"(final loss {result.metrics['loss']:.3f})")
         runs[name] = {"steps": result.step, "seconds": round(seconds),

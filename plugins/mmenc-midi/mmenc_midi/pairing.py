@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -260,7 +259,7 @@ def run(out: Path, steps: int = STEPS, minilm: Path | None = None, echo: Echo = 
     (also written to ``out/report.json``)."""
     from mmenc.model import load
     from mmenc.retrieval.evaluate import evaluate_retrieval, read_manifest, write_report
-    from mmenc.train import pretrain
+    from mmenc.train import pretrain_afresh
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -273,11 +272,8 @@ def run(out: Path, steps: int = STEPS, minilm: Path | None = None, echo: Echo = 
          f"{len(data.train)} training tunes, {len(data.test)} held-out from {n_books[1]} books "
          f"({seconds_data:.0f} s)")
     run_dir = out / "pretrain"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    result = pretrain(pretrain_config(paths["train"], run_dir, steps, minilm, **sizes))
-    seconds_train = time.perf_counter() - t0
+    result, seconds_train = pretrain_afresh(pretrain_config(paths["train"], run_dir, steps,
+                                                            minilm, **sizes))
     echo(f"  pretrained midi-text-tiny{' (text tower: MiniLM, frozen)' if minilm else ''}: "
          f"{result.step} steps in {seconds_train:.0f} s (final loss "
          f"{result.metrics.get('loss', float('nan')):.3f})")
