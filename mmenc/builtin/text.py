@@ -156,13 +156,21 @@ def text_tokenizer(config: dict[str, Any],
         return NoTokenizer(int(config.get("pad_id", 0)))
     if kind == "bytes" and directory is None:
         return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1)
-    if directory is None:
-        raise CheckpointError(f"text tokenizer {kind!r} needs the directory holding its files")
+
+    def located(key: str, default: str) -> Path:
+        name = Path(str(config.get(key, default)))
+        if name.is_absolute():  # a new model reading a vocabulary from elsewhere
+            return name
+        if directory is None:
+            raise CheckpointError(f"text tokenizer {kind!r} needs the directory holding its "
+                                  f"files (or an absolute {key!r})")
+        return Path(directory) / name
+
     if kind == "wordpiece":
-        tok = _wordpiece_from_vocab(Path(directory) / config.get("vocab", "vocab.txt"),
+        tok = _wordpiece_from_vocab(located("vocab", "vocab.txt"),
                                     bool(config.get("lowercase", True)))
         return TextTokenizer(tok, max_length, pad_id=int(tok.token_to_id("[PAD]") or 0))
-    path = Path(directory) / str(config.get("file", "tokenizer-text.json"))
+    path = located("file", "tokenizer-text.json")
     if kind == "bytes" and not path.is_file():
         return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1)
     try:

@@ -8,6 +8,7 @@ from mmenc.nn.attention import CrossAttention, SelfAttention
 from mmenc.nn.block import ACTIVATIONS, Block, FeedForward, deepnorm_alpha
 from mmenc.nn.embeddings import Pooler, TextEmbeddings, VisionEmbeddings, interpolate_positions
 from mmenc.nn.encoders import TextTransformer, VisionTransformer
+from mmenc.nn.init import init_weights
 from mmenc.nn.masks import additive_mask, allowed_positions, attention_mask, masked_mean
 from mmenc.nn.positions import (
     ConvPositions,
@@ -44,6 +45,7 @@ __all__ = [
     "attention_mask",
     "build_trunk",
     "deepnorm_alpha",
+    "init_weights",
     "interpolate_positions",
     "masked_mean",
     "padding_aware_position_ids",

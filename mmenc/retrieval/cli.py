@@ -198,6 +198,10 @@ def eval_group() -> None:
 @click.option("--gallery-field", help="Manifest field of B [default: the modality].")
 @click.option("--rerank", default=0, show_default=True,
               help="Re-score each query's top K with the model's matching head.")
+@click.option("--rerank-itc-weight", default=None,
+              help="Order the re-scored candidates by the matching log-odds plus this weight "
+                   "times the embedding similarity ('auto': one over the model's temperature) "
+                   "[default: the matching probability alone].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/eval-retrieval"), show_default=True,
               help="Where report.json and recall.png go.")
@@ -205,8 +209,9 @@ def eval_group() -> None:
 @click.option("--dim", type=int, help="Matryoshka truncation of the embeddings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_retrieval(model_dir: Path, manifest: Path, query_modality: str, gallery_modality: str,
-                   query_field: str | None, gallery_field: str | None, rerank: int, out: Path,
-                   batch_size: int, dim: int | None, as_json: bool) -> None:
+                   query_field: str | None, gallery_field: str | None, rerank: int,
+                   rerank_itc_weight: str | None, out: Path, batch_size: int, dim: int | None,
+                   as_json: bool) -> None:
     """Retrieval metrics of MODEL on a JSONL MANIFEST of pairs, A->B and B->A: R@1/5/10, MRR,
     mAP, nDCG@10, mean and median rank. MODEL is a saved model's folder, or ``bm25`` for the
     lexical baseline (identifiers split into words)."""
@@ -222,6 +227,7 @@ def eval_retrieval(model_dir: Path, manifest: Path, query_modality: str, gallery
         report = evaluate_manifest(model_dir, manifest, query_modality, gallery_modality, out,
                                    query_key=query_field, gallery_key=gallery_field,
                                    batch_size=batch_size, dim=dim, rerank=rerank,
+                                   rerank_itc_weight=rerank_itc_weight,
                                    echo=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

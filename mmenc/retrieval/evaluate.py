@@ -134,9 +134,14 @@ def _encode(model: Any, items: list[Any], modality: str, batch_size: int, dim: i
 
 def rerank_scores(model: MatchingModel, scores: Tensor, query_items: list[Any],
                   gallery_items: list[Any], k: int, a_modality: str, b_modality: str,
-                  query_is_a: bool, batch_size: int = 32) -> Tensor:
+                  query_is_a: bool, batch_size: int = 32,
+                  itc_weight: float | None = None) -> Tensor:
     """``scores [q g]`` with each query's top ``k`` re-scored by ``model.match_scores``; they
-    stay above the rest, whose order is kept."""
+    stay above the rest, whose order is kept.
+
+    ``itc_weight`` None: the matched probability alone (ALBEF's retrieval); a number ``w``: the
+    matching log-odds ``log(p / (1 - p))`` plus ``w`` times the embedding similarity (BLIP adds
+    the two; with ``w = 1 / temperature`` it is the sum of the ITC and ITM logits)."""
     k = min(k, scores.shape[1])
     top = scores.topk(k, dim=1).indices  # [q k]
     pairs = [(qi, int(gi)) for qi in range(len(scores)) for gi in top[qi]]
@@ -148,6 +153,9 @@ def rerank_scores(model: MatchingModel, scores: Tensor, query_items: list[Any],
         matched.append(torch.as_tensor(model.match_scores(
             a, b, a_modality=a_modality, b_modality=b_modality)).float().flatten().cpu())
     match = torch.cat(matched).double().reshape(len(scores), k)  # [q k]
+    if itc_weight is not None:
+        p = match.clamp(1e-12, 1 - 1e-12)
+        match = torch.log(p) - torch.log1p(-p) + itc_weight * scores.gather(1, top).double()
     out = scores.double() - scores.max() + match.min() - 1.0  # everything below the top k
     return out.scatter(1, top, match)
 
@@ -157,7 +165,8 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
                        gallery_key: str | None = None, batch_size: int = 32,
                        dim: int | None = None, rerank: int = 0, echo: Echo | None = None,
                        show_progress_bar: bool | None = None,
-                       exclude_identical: bool = False) -> dict[str, Any]:
+                       exclude_identical: bool = False,
+                       rerank_itc_weight: float | str | None = None) -> dict[str, Any]:
     """Retrieval metrics of ``model`` over paired raw items, in both directions.
 
     Args:
@@ -171,6 +180,10 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
         dim: Matryoshka truncation of the embeddings.
         rerank: re-score each query's top ``rerank`` with the model's matching head
             (:class:`MatchingModel`); skipped with a message when it has none.
+        rerank_itc_weight: None: the re-scored candidates are ordered by the matching
+            probability alone; ``w``: by the matching log-odds plus ``w`` times the embedding
+            similarity (see :func:`rerank_scores`); ``"auto"``: ``w`` is one over the model's
+            contrastive temperature ``temp`` (ALBEF, BridgeTower; 1 without one).
         echo: where messages go (``print`` by default).
         show_progress_bar: tqdm bars while encoding.
         exclude_identical: a query never retrieves an identical gallery item (same-modality
@@ -260,17 +273,22 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
     if skipped:
         echo(f"skipped {sum(skipped.values())} item(s) that failed to load: "
              + ", ".join(f"{r}: {n}" for r, n in skipped.items()))
+    if rerank_itc_weight == "auto":
+        temp = getattr(model, "temp", None)
+        rerank_itc_weight = 1.0 / float(temp) if temp is not None else 1.0
+    elif rerank_itc_weight is not None:
+        rerank_itc_weight = float(rerank_itc_weight)
     if rerank > 0:
         if isinstance(model, MatchingModel):
             report["metrics_rerank"] = {
                 forward: retrieval_metrics(rerank_scores(
-                    model, scores, items_a, items_b, rerank, *modalities, True, batch_size),
-                    rel),
+                    model, scores, items_a, items_b, rerank, *modalities, True, batch_size,
+                    rerank_itc_weight), rel),
                 backward: retrieval_metrics(rerank_scores(
-                    model, scores.T, items_b, items_a, rerank, *modalities, False, batch_size),
-                    rel.T),
+                    model, scores.T, items_b, items_a, rerank, *modalities, False, batch_size,
+                    rerank_itc_weight), rel.T),
             }
-            report["rerank"] = {"k": rerank, "status": "done"}
+            report["rerank"] = {"k": rerank, "status": "done", "itc_weight": rerank_itc_weight}
         else:
             message = (f"--rerank {rerank} skipped: model {report['model']['recipe']!r} has "
                        "no matching head (no match_scores method; see MatchingModel)")

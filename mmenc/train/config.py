@@ -225,7 +225,9 @@ def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
 # -- meaning ----------------------------------------------------------------------------------
 def step_objective(name: str) -> type | None:
     """The class of a catalogue objective that trains through its own ``step(model, batch,
-    modality, generator)`` (one modality), or None."""
+    modality, generator)``, or None. Such a class reads one modality unless its ``arity``
+    says 2 (then ``step(model, batches, modalities, generator)`` gets both batches by
+    modality)."""
     from mmenc.registry import catalogue
     from mmenc.specs import resolve
 
@@ -301,7 +303,7 @@ def _check(config: TrainConfig, where: str) -> None:
             raise fail(f"{path}.name", f"objective {obj.name!r} cannot be trained by "
                        f"`mmenc pretrain`; use one of {', '.join(TASKS)} or an objective "
                        f"class with a step method{hint}")
-        arity = 1 if stepper else _ARITY[obj.name]
+        arity = getattr(step_objective(obj.name), "arity", 1) if stepper else _ARITY[obj.name]
         if len(obj.modalities) != arity:
             raise fail(f"{path}.modalities",
                        f"{obj.name} needs {arity} modalit{'y' if arity == 1 else 'ies'}, "

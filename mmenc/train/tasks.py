@@ -167,15 +167,20 @@ class MatchingTask(Task):
 class StepTask(Task):
     """An objective that runs the model itself: its module's
     ``step(model, batch, modality, generator) -> (loss, logs)`` reads one modality's batch (a
-    plugin objective that needs another attention mode or its own corruption of the tokens)."""
+    plugin objective that needs another attention mode or its own corruption of the tokens);
+    with ``arity = 2`` on the module, ``step(model, {modality: batch}, (a, b), generator)``
+    reads a pair of modalities (a model's own multi-objective pre-training step)."""
 
     def __init__(self, objective: nn.Module, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.objective = objective
 
     def forward(self, model: Encoder, cache: StepCache) -> tuple[Tensor, dict[str, float]]:
-        (m,) = self.modalities
-        return self.objective.step(model, cache.batches[m], m, self.generator)  # type: ignore[no-any-return,operator]
+        if len(self.modalities) == 1:
+            (m,) = self.modalities
+            return self.objective.step(model, cache.batches[m], m, self.generator)  # type: ignore[no-any-return,operator]
+        batches = {m: cache.batches[m] for m in self.modalities}
+        return self.objective.step(model, batches, tuple(self.modalities), self.generator)  # type: ignore[no-any-return,operator]
 
 
 def pooled(features: Features, how: str) -> Tensor:
@@ -303,9 +308,10 @@ def build_task(spec: ObjectiveConfig, model: Encoder, seed: int, rank: int = 0) 
         if not callable(getattr(objective, "step", None)):
             raise ConfigError(f"{common['label']}: objective {spec.name!r} has no "
                               "step(model, batch, modality, generator) to train with")
-        if len(spec.modalities) != 1:
-            raise ConfigError(f"{common['label']}: {spec.name} reads one modality, got "
-                              f"{spec.modalities}")
+        arity = int(getattr(objective, "arity", 1))
+        if len(spec.modalities) != arity:
+            raise ConfigError(f"{common['label']}: {spec.name} reads {arity} modalit"
+                              f"{'y' if arity == 1 else 'ies'}, got {spec.modalities}")
         return StepTask(objective, **common)
     pool, temperature = options.pop("pool", "cls"), float(options.pop("temperature", 0.07))
     fusion = getattr(model, "fusion", None)

@@ -18,25 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.errors import ConfigError
 from mmenc.model import Encoder
-from mmenc.nn import masked_mean
-
-
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """BERT's initialisation: normal(0, std) matrices and embeddings, zero biases, unit norms."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.normal_(m.weight, std=std)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-        if isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+from mmenc.nn import init_weights, masked_mean
 
 
 class UniXcoder(Encoder):
