@@ -12,7 +12,9 @@ Steps:
   4. the pairing of each installed modality plugin (:data:`PAIRINGS`): code <-> text with the
      code plugin (UniXcoder pretrained from scratch, a code tower warm-started from MiniLM,
      BM25 and MiniLM zero-shot on held-out standard-library modules; without the plugin,
-     MiniLM zero-shot alone), MIDI <-> text and audio <-> text with theirs.
+     MiniLM zero-shot alone), MIDI <-> text and audio <-> text with theirs, and with the
+     vision-text plugin ALBEF and BridgeTower pretrained from scratch on the emoji, retrieving
+     by ITC alone and with ITM re-ranking.
 Each pairing is printed next to its baselines on the same split (../shared/DATA.md);
 ``report.json``, a recall chart per pairing and the training curves are written under ``out``.
 """
@@ -41,12 +43,14 @@ EMOJI_BASELINES = {
 }
 KEYS = ("R@1", "R@5", "R@10", "MRR", "nDCG@10")
 
-# (report key, the modality its plugin registers, "module:function"); the function is called as
-# ``demo(out, minilm_dir, steps, echo) -> dict`` (steps None: the pairing's default).
+# (report key, the modality it needs, "module:function"); the function is called as
+# ``demo(out, minilm_dir, steps, echo) -> dict`` (steps None: the pairing's default). A pairing
+# is skipped when the modality is not registered or the module cannot be imported.
 PAIRINGS = (
     ("code-text", "code", "mmenc_code.pairing:demo"),
     ("midi-text", "midi", "mmenc_midi.pairing:demo"),
     ("audio-text", "audio", "mmenc_audio.pairing:demo"),
+    ("vision-text", "image", "mmenc_vl.pairing:demo"),
 )
 
 

@@ -33,8 +33,10 @@ import torch.nn.functional as F
 from mmenc.batch import Features, TokenBatch
 from mmenc.builtin.towers import build_tower, tower_features
 from mmenc.model import Encoder
-from mmenc.nn import TrunkConfig, build_trunk, interpolate_positions
+from mmenc.nn import TrunkConfig, build_trunk, init_weights, interpolate_positions
 from torch import Tensor, nn
+
+from mmenc_vl.heads import MLMHead
 
 
 class CrossAttentionFusion(nn.Module):
@@ -78,21 +80,6 @@ class CrossAttentionFusion(nn.Module):
 
 def cross_attention_fusion(widths: Mapping[str, int], **config: Any) -> CrossAttentionFusion:
     return CrossAttentionFusion(widths, **config)
-
-
-class MLMHead(nn.Module):
-    """BERT's prediction head: dense + GELU + LayerNorm, then the (tied) word embeddings."""
-
-    def __init__(self, dim: int, vocab_size: int, eps: float) -> None:
-        super().__init__()
-        self.dense = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=eps)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-
-    def forward(self, hidden: Tensor, word_embeddings: Tensor) -> Tensor:
-        """Inputs: hidden [b n d], word_embeddings [V d]. Returns logits [b n V]."""
-        h = self.norm(F.gelu(self.dense(hidden)))
-        return F.linear(h, word_embeddings, self.bias)
 
 
 class ALBEFEncoder(Encoder):
@@ -157,9 +144,18 @@ class ALBEFEncoder(Encoder):
 
     def itm_logits(self, text: TokenBatch, image: TokenBatch) -> Tensor:
         """ITM head on the fused first token: [b 2] (index 1 = matched)."""
+        return self.itm_from_states(self.tower_states(text, "text"),
+                                    self.tower_states(image, "image"))
+
+    def tower_states(self, batch: TokenBatch, modality: str) -> Features:
+        """What the fusion reads of one modality (for :meth:`itm_from_states`)."""
+        return self._tower(batch, modality)
+
+    def itm_from_states(self, text: Features, image: Features) -> Tensor:
+        """ITM logits [b 2] from :meth:`tower_states` of matched rows."""
         if self.itm_head is None:
             raise ValueError("this ALBEF model has no ITM head (config itm_head: false)")
-        fused = self.forward_fused({"text": text, "image": image})
+        fused = self.fusion({"text": text, "image": image})
         return self.itm_head(fused["text"].hidden[:, 0])
 
     # -- pre-training ----------------------------------------------------------------------
@@ -186,14 +182,16 @@ class ALBEFEncoder(Encoder):
         self.queue_ptr[0] = (int(self.queue_ptr) + image_feat_m.shape[0]) % size
 
     def _mlm_logits(self, ids: Tensor, text: TokenBatch, image_hidden: Tensor,
-                    momentum: bool) -> Tensor:
+                    momentum: bool, chosen: Tensor) -> Tensor:
+        """MLM logits at the ``chosen`` positions ([b n] bool) only: [k V]. The loss reads
+        nothing else, so the vocabulary projection of the other positions is skipped."""
         towers = self.momentum["towers"] if momentum else self.towers
         fusion = self.momentum["fusion"] if momentum else self.fusion
         head = self.momentum["mlm_head"] if momentum else self.mlm_head
         masked = TokenBatch(ids=ids, mask=text.mask, pad_id=text.pad_id, extras=text.extras)
         t = tower_features(towers["text"], "text", masked)
         fused = fusion({"text": t, "image": Features(image_hidden)})["text"].hidden
-        return head(fused, towers["text"].embeddings.word.weight)
+        return head(fused[chosen], towers["text"].embeddings.word.weight)
 
     def pretraining_losses(self, text: TokenBatch, image: TokenBatch, alpha: float | None = None,
                            generator: torch.Generator | None = None,
@@ -207,7 +205,7 @@ class ALBEFEncoder(Encoder):
         Returns:
             ``(loss_itc + loss_itm + loss_mlm, logs)``.
         """
-        from mmenc.objectives.distill import distill_mlm_loss, soft_targets
+        from mmenc.objectives.distill import IGNORE_INDEX, distill_mlm_loss, soft_targets
         from mmenc.objectives.masked import mask_tokens
         from mmenc.objectives.matching import matching_pairs, sample_hard_negatives
 
@@ -258,10 +256,11 @@ class ALBEFEncoder(Encoder):
                                              vocab_size=vocab,
                                              mask_prob=float(cfg.get("mlm_probability", 0.15)),
                                              special=special, generator=generator)
-        logits = self._mlm_logits(masked_ids, text, image_f.hidden, momentum=False)
+        chosen = mlm_labels != IGNORE_INDEX  # [b n]
+        logits = self._mlm_logits(masked_ids, text, image_f.hidden, False, chosen)  # [k V]
         with torch.no_grad():
-            logits_m = self._mlm_logits(masked_ids, text, image_m, momentum=True)
-        loss_mlm, mlm_logs = distill_mlm_loss(logits, logits_m, mlm_labels, alpha)
+            logits_m = self._mlm_logits(masked_ids, text, image_m, True, chosen)
+        loss_mlm, mlm_logs = distill_mlm_loss(logits, logits_m, mlm_labels[chosen], alpha)
         self._enqueue(image_feat_m, text_feat_m)
         loss = loss_itc + loss_itm + loss_mlm
         return loss, {"loss": float(loss.detach()), "loss_itc": float(loss_itc.detach()),
@@ -288,7 +287,12 @@ def build_albef(config: dict[str, Any], directory: Path | None = None) -> ALBEFE
     fusion_cfg = {k: v for k, v in config["fusion"].items() if k != "name"}
     fusion = CrossAttentionFusion({m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()},
                                   **fusion_cfg)
-    return ALBEFEncoder("albef", config, towers, tokenizers, fusion)
+    model = ALBEFEncoder("albef", config, towers, tokenizers, fusion)
+    if directory is None:  # a new model: BERT's initialisation, momentum copies equal to it
+        init_weights(model, std=None if config.get("init") == "fan-in" else 0.02)
+        if model.pretraining:
+            model.momentum_update(0.0)
+    return model
 
 
 def interpolated_positions(model: ALBEFEncoder, image_size: int) -> Tensor:

@@ -33,9 +33,12 @@ from typing import Any
 import torch
 from mmenc.batch import Features, TokenBatch
 from mmenc.builtin.towers import TowerEncoder, build_tower, tower_features
-from mmenc.nn import Pooler, TrunkConfig, build_trunk
+from mmenc.nn import Pooler, TrunkConfig, build_trunk, init_weights
 from mmenc.nn.masks import attention_mask, context_attention_mask, drop_if_all_real
 from torch import Tensor, nn
+
+from mmenc_vl.heads import MLMHead
+from mmenc_vl.matching import select_rows
 
 LINK_TYPES = ("add",)
 
@@ -161,9 +164,22 @@ class BridgeTowerEncoder(TowerEncoder):
     def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Any], fusion: BridgeFusion) -> None:
         super().__init__(recipe, config, towers, tokenizers, fusion)
+        dim = int(config["fusion"]["dim"])
+        self.pretraining = bool(config.get("pretraining", False))
+        if self.pretraining and not (config["fusion"].get("pooler", True)
+                                     and config.get("itm_head", True)
+                                     and config.get("embed_dim")):
+            raise ValueError("BridgeTower pre-training needs the poolers, the ITM head and "
+                             "embed_dim (the ITC projections)")
         # BridgeTowerForImageAndTextRetrieval's itm_score: Linear over pooler_output [b 2d]
-        self.itm_head = nn.Linear(2 * int(config["fusion"]["dim"]), 2) \
-            if config.get("itm_head") else None
+        self.itm_head = nn.Linear(2 * dim, 2) \
+            if config.get("itm_head", self.pretraining) else None
+        if self.pretraining:
+            text = config["towers"]["text"]
+            # BridgeTowerForMaskedLM's mlm_score: over the cross-modal text states, untied
+            self.mlm_head = MLMHead(dim, int(text["vocab_size"]),
+                                    float(config["fusion"].get("eps", 1e-5)), tied=False)
+            self.temp = nn.Parameter(torch.tensor(float(config.get("temp", 0.07))))
 
     def width(self, modality: str) -> int:
         return int(self.config["fusion"]["dim"])
@@ -189,9 +205,86 @@ class BridgeTowerEncoder(TowerEncoder):
 
     def itm_logits(self, text: TokenBatch, image: TokenBatch) -> Tensor:
         """The ITM head on ``pooler_output``: [b 2] (index 1 = matched)."""
+        return self.itm_from_states(self.tower_states(text, "text"),
+                                    self.tower_states(image, "image"))
+
+    def tower_states(self, batch: TokenBatch, modality: str) -> Features:
+        """What the fusion reads of one modality, every layer (for :meth:`itm_from_states`)."""
+        return tower_features(self.towers[modality], self.kinds[modality], batch, True)
+
+    def itm_from_states(self, text: Features, image: Features) -> Tensor:
+        """ITM logits [b 2] from :meth:`tower_states` of matched rows."""
         if self.itm_head is None:
             raise ValueError("this BridgeTower model has no ITM head (config itm_head: false)")
-        return self.itm_head(self.pooler_output(text, image))
+        fused = self.fusion({"text": text, "image": image})
+        if fused["text"].pooled is None or fused["image"].pooled is None:
+            raise ValueError("this model's bridge fusion has no poolers")
+        return self.itm_head(torch.cat([fused["text"].pooled, fused["image"].pooled], dim=-1))
+
+    def pretraining_losses(self, text: TokenBatch, image: TokenBatch, alpha: float | None = None,
+                           generator: torch.Generator | None = None,
+                           ) -> tuple[Tensor, dict[str, float]]:
+        """One pre-training step on matched pairs ``(text[i], image[i])``: ITC between the
+        uni-modal embeddings (in-batch negatives, learned temperature), ITM on the positives and
+        one hard negative per side drawn from the ITC similarities (ALBEF's sampling), and MLM
+        (15%, 80/10/10) from the cross-modal text states. Each tower runs once per view.
+        ``alpha`` is unused (no momentum model).
+
+        Returns:
+            ``(loss_itc + loss_itm + loss_mlm, logs)``.
+        """
+        from mmenc.builtin.towers import pool
+        from mmenc.objectives.masked import IGNORE_INDEX, mask_tokens
+        from mmenc.objectives.matching import matching_pairs, sample_hard_negatives
+
+        if not self.pretraining:
+            raise ValueError("this BridgeTower model has no pre-training heads "
+                             "(pretraining: false)")
+        if text.ids is None or len(text) != len(image) or len(text) < 2:
+            raise ValueError("pre-training needs >= 2 matched (text ids, image) pairs")
+        cfg = self.config
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+        towers = {"text": tower_features(self.towers["text"], "text", text, True),
+                  "image": tower_features(self.towers["image"], self.kinds["image"], image, True)}
+        feats = {m: nn.functional.normalize(self.proj[m](pool(
+            self.fusion({m: f})[m], self.pooling[m])), dim=-1) for m, f in towers.items()}
+        sim = feats["text"] @ feats["image"].T / self.temp  # [b b] text -> image
+        target = torch.arange(len(text), device=sim.device)
+        loss_itc = (nn.functional.cross_entropy(sim, target)
+                    + nn.functional.cross_entropy(sim.T, target)) / 2
+
+        neg_image, neg_text = sample_hard_negatives(sim, generator=generator)
+        t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)
+        fused = self.fusion({"text": select_rows(towers["text"], t_idx),
+                             "image": select_rows(towers["image"], i_idx)})
+        pooled = torch.cat([fused["text"].pooled, fused["image"].pooled], dim=-1)  # type: ignore[list-item]
+        loss_itm = nn.functional.cross_entropy(self.itm_head(pooled), labels)  # type: ignore[misc]
+
+        ids = text.ids
+        special = torch.isin(ids, torch.tensor(cfg.get("special_token_ids", [0, 1, 2]),
+                                               device=ids.device))
+        if text.mask is not None:
+            special |= ~text.mask.bool()
+        vocab = int(cfg["towers"]["text"]["vocab_size"])
+        masked, mlm_labels = mask_tokens(ids, mask_id=int(cfg.get("mask_token_id", 50264)),
+                                         vocab_size=vocab,
+                                         mask_prob=float(cfg.get("mlm_probability", 0.15)),
+                                         special=special, generator=generator)
+        masked_text = TokenBatch(ids=masked, mask=text.mask, pad_id=text.pad_id,
+                                 extras=text.extras)
+        states = {"text": tower_features(self.towers["text"], "text", masked_text, True),
+                  "image": towers["image"]}
+        chosen = mlm_labels != IGNORE_INDEX  # [b n]; the loss reads these positions only
+        logits = self.mlm_head(self.fusion(states)["text"].hidden[chosen])  # [k V]
+        targets = mlm_labels[chosen]
+        loss_mlm = nn.functional.cross_entropy(logits, targets) if len(targets) \
+            else logits.sum() * 0.0
+        acc = float((logits.argmax(-1) == targets).float().mean()) if len(targets) else 0.0
+        loss = loss_itc + loss_itm + loss_mlm
+        return loss, {"loss": float(loss.detach()), "loss_itc": float(loss_itc.detach()),
+                      "loss_itm": float(loss_itm.detach()), "loss_mlm": float(loss_mlm.detach()),
+                      "mlm_acc": acc, "temp": float(self.temp.detach())}
 
     def match_scores(self, a_items: Sequence[Any], b_items: Sequence[Any], *, a_modality: str,
                      b_modality: str) -> Tensor:
@@ -212,4 +305,7 @@ def build_bridgetower(config: dict[str, Any], directory: Path | None = None) -> 
     fusion_cfg = {k: v for k, v in config["fusion"].items() if k != "name"}
     fusion = BridgeFusion({m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()},
                           **fusion_cfg)
-    return BridgeTowerEncoder("bridgetower", config, towers, tokenizers, fusion)
+    model = BridgeTowerEncoder("bridgetower", config, towers, tokenizers, fusion)
+    if directory is None:  # a new model: BERT's initialisation
+        init_weights(model, std=None if config.get("init") == "fan-in" else 0.02)
+    return model

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmenc.hookspecs import hookimpl
-from mmenc.specs import ConverterSpec, FusionSpec, ModelSpec, ParitySpec
+from mmenc.specs import ConverterSpec, FusionSpec, ModelSpec, ObjectiveSpec, ParitySpec
 
 _P = "mmenc_vl"
 
@@ -45,3 +45,11 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
                            "copies, queues and temperature kept"))
     register(ParitySpec("albef", "albef", f"{_P}.convert_albef:run_albef",
                         options=f"{_P}.convert_albef:albef_options"))
+
+
+@hookimpl
+def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
+    register(ObjectiveSpec("vision-text-pretraining",
+                           f"{_P}.objectives:VisionTextPretraining",
+                           "a vision-text model's own pre-training step: ITC + ITM (hard "
+                           "negatives) + MLM; ALBEF adds momentum distillation and queues"))

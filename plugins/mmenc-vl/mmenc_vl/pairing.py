@@ -1,0 +1,161 @@
+"""Image <-> text on emoji: ALBEF and BridgeTower pretrained from scratch, ITC then ITM re-ranking.
+
+The data is mmenc's emoji split (:mod:`mmenc.data.emoji`: every emoji the Noto Color Emoji font
+draws, rendered at 64 px, named by its Unicode name; emoji held out by hash, skin-tone variants
+of one emoji on one side). Both models are small, randomly initialised, read the
+``bert-base-uncased`` WordPiece vocabulary (ALBEF's own tokenizer; the converted MiniLM folder
+carries it) and train with ``mmenc pretrain``'s engine on the ``vision-text-pretraining``
+objective (ITC + ITM with hard negatives + MLM; ALBEF with momentum distillation and queues).
+
+On the held-out emoji each model retrieves in both directions twice: by the ITC embeddings
+alone, and with each query's top ``k`` re-scored by the ITM head (ALBEF's retrieval).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmenc_vl.recipes import albef_config, bridge, bridgetower_config, clip_vision_tower, vit_tower
+
+Echo = Callable[[str], None]
+DEFAULT_STEPS = 300
+"""Pretraining steps of each model in the main job."""
+RERANK = 16
+"""Candidates each query re-scores with the ITM head."""
+WORDPIECE = {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103, "size": 30522}
+
+
+def text_tokenizer(vocab: Path, max_length: int = 32) -> dict[str, Any]:
+    """BERT's uncased WordPiece from ``vocab`` (an absolute ``vocab.txt``)."""
+    return {"tokenizer": "text", "kind": "wordpiece", "vocab": str(Path(vocab).resolve()),
+            "max_length": max_length}
+
+
+def image_tokenizer(size: int) -> dict[str, Any]:
+    """ALBEF's pre-training transform without the augmentations: a square resize, CLIP's
+    normalisation constants."""
+    from mmenc.builtin.recipes import image_tokenizer as base
+
+    return {**base(size), "resize": "square"}
+
+
+def albef_emoji(vocab: Path, dim: int = 128, image_size: int = 64, patch: int = 8,
+                queue_size: int = 1024) -> dict[str, Any]:
+    """A small ALBEF: ViT (4 layers), 2 text + 2 fusion BERT layers, ITC width 128."""
+    config = albef_config(2, 2, dim, 4, 4 * dim, vit_tower(dim, 4, 4, 4 * dim, image_size, patch),
+                          128, vocab_size=WORDPIECE["size"], max_length=32,
+                          text_tok=text_tokenizer(vocab), image_tok=image_tokenizer(image_size),
+                          queue_size=queue_size,
+                          special_ids=(WORDPIECE["pad"], WORDPIECE["cls"], WORDPIECE["mask"]))
+    config["init"] = "fan-in"
+    return config
+
+
+def bridgetower_emoji(vocab: Path, dim: int = 128, image_size: int = 64,
+                      patch: int = 8) -> dict[str, Any]:
+    """A small BridgeTower: text and CLIP-style image towers of 4 layers, 2 bridge layers over
+    their top 2, poolers, ITM / MLM heads, ITC width 128."""
+    from mmenc.builtin.recipes import text_tower
+
+    text = {**text_tower(dim, 4, 4, 4 * dim, vocab_size=WORDPIECE["size"], max_length=32,
+                         pad_id=WORDPIECE["pad"]),
+            "padding_aware_positions": False, "max_positions": 34}
+    config = bridgetower_config(text, clip_vision_tower(dim, 4, 4, 4 * dim, image_size, patch),
+                                bridge(dim, 2, 4, 4 * dim), text_tokenizer(vocab),
+                                image_tokenizer(image_size), 128)
+    config.update(pretraining=True, itm_head=True, init="fan-in", mask_token_id=WORDPIECE["mask"],
+                  special_token_ids=[WORDPIECE[k] for k in ("pad", "cls", "sep")])
+    return config
+
+
+def pretrain_config(recipe: str, overrides: dict[str, Any], train: Path, out: Path,
+                    steps: int, batch_size: int = 64, lr: float = 3e-4) -> dict[str, Any]:
+    return {
+        "model": {"recipe": recipe, "overrides": overrides},
+        "objectives": [{"name": "vision-text-pretraining", "modalities": ["text", "image"]}],
+        "data": {"train": str(train)},
+        "batch_size": batch_size, "steps": steps, "log_every": 25, "seed": 0,
+        "optim": {"lr": lr, "warmup_steps": max(1, steps // 20), "weight_decay": 0.02,
+                  "min_lr": lr / 20},
+        "checkpoint": {"every": max(1, steps // 2), "keep": 1},
+        "output_dir": str(out),
+    }
+
+
+def evaluate(model: Any, pairs: list[dict[str, str]], out: Path,
+             rerank: int = RERANK) -> dict[str, Any]:
+    """Both directions by ITC alone, and with each query's ITC top ``rerank`` re-scored two
+    ways: by the ITM matched probability alone (ALBEF's rule), and by the sum of the ITM and
+    ITC logits (ITM log-odds + similarity / temperature, BLIP's combination)."""
+    from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
+
+    itm = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
+                             echo=lambda _: None)
+    both = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
+                              rerank_itc_weight="auto", echo=lambda _: None)
+    write_report(itm, out / "itm")
+    write_report(both, out / "itc+itm")
+    return {"itc": itm["metrics"], "itm": itm.get("metrics_rerank"),
+            "itc+itm": both.get("metrics_rerank"), "rerank": itm.get("rerank"),
+            "counts": itm["counts"]}
+
+
+def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
+        models: tuple[str, ...] = ("albef", "bridgetower"), batch_size: int = 64,
+        rerank: int = RERANK, data: Path | None = None) -> dict[str, Any]:
+    """Pretrain each of ``models`` for ``steps`` on the training emoji and evaluate on the
+    held-out ones; ``vocab`` is a BERT-uncased ``vocab.txt``; ``data`` the folder of the
+    rendered emoji and manifests (default ``out/data``; images already there are reused)."""
+    from mmenc.data.emoji import write_emoji_manifests
+    from mmenc.model import load
+    from mmenc.retrieval.evaluate import read_manifest
+    from mmenc.train import pretrain_afresh
+
+    out = Path(out)
+    data = out / "data" if data is None else Path(data)
+    train, test, missing = write_emoji_manifests(data)
+    pairs = [{"image": str(data / row["image"]), "text": row["text"]}
+             for row in read_manifest(test)]
+    n_train = sum(1 for _ in train.open())
+    echo(f"  {n_train} training and {len(pairs)} held-out emoji ({missing} the font cannot draw)")
+    builders = {"albef": ("albef-tiny", albef_emoji), "bridgetower": ("bridgetower-tiny",
+                                                                      bridgetower_emoji)}
+    results: dict[str, Any] = {"task": "emoji image <-> name (held-out emoji)",
+                               "train_items": n_train, "test_items": len(pairs), "rerank": rerank}
+    for name in models:
+        recipe, build = builders[name]
+        run_dir = out / name
+        result, seconds = pretrain_afresh(pretrain_config(
+            recipe, build(vocab), train, run_dir, steps, batch_size))
+        metrics = result.metrics
+        echo(f"  {name}: {result.step} steps in {seconds:.0f} s (loss {metrics['loss']:.3f}: "
+             + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items()
+                         if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm"))
+             + ")")
+        model = load(result.model_dir).eval()
+        report = evaluate(model, pairs, run_dir / "retrieval", rerank)
+        results[name] = {"steps": result.step, "seconds": round(seconds, 1),
+                         "skipped": result.skipped, "model": str(result.model_dir), **report}
+        for direction in ("image->text", "text->image"):
+            cells = []
+            for label, key in (("ITC", "itc"), (f"top-{rerank} ITM", "itm"),
+                               (f"top-{rerank} ITC+ITM", "itc+itm")):
+                m = (report.get(key) or {}).get(direction)
+                if m:
+                    cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
+            echo(f"    {direction}: " + " | ".join(cells))
+    return results
+
+
+def demo(out: Path, minilm: Path | None, steps: int | None, echo: Echo) -> dict[str, Any]:
+    """The main job's vision-text pairing: :func:`run` with the WordPiece vocabulary of the
+    packaged all-MiniLM-L6-v2 (``bert-base-uncased``'s) and ``steps`` (None:
+    :data:`DEFAULT_STEPS`); ``minilm`` is not used (both models start from scratch). The
+    emoji are read from the main job's ``data`` folder next to ``out``."""
+    from mmenc.demo import packaged_minilm
+
+    out = Path(out)
+    return run(out, packaged_minilm() / "vocab.txt", DEFAULT_STEPS if steps is None else steps,
+               echo, data=out.parent / "data")
