@@ -174,11 +174,13 @@ class BridgeTowerEncoder(TowerEncoder):
         # BridgeTowerForImageAndTextRetrieval's itm_score: Linear over pooler_output [b 2d]
         self.itm_head = nn.Linear(2 * dim, 2) \
             if config.get("itm_head", self.pretraining) else None
+        # BridgeTowerForMaskedLM's mlm_score: over the cross-modal text states, untied
+        self.mlm_head = MLMHead(dim, int(config["towers"]["text"]["vocab_size"]),
+                                float(config["fusion"].get("eps", 1e-5)), tied=False) \
+            if config.get("mlm_head", self.pretraining) else None
         if self.pretraining:
-            text = config["towers"]["text"]
-            # BridgeTowerForMaskedLM's mlm_score: over the cross-modal text states, untied
-            self.mlm_head = MLMHead(dim, int(text["vocab_size"]),
-                                    float(config["fusion"].get("eps", 1e-5)), tied=False)
+            if self.mlm_head is None:
+                raise ValueError("BridgeTower pre-training needs the MLM head")
             self.temp = nn.Parameter(torch.tensor(float(config.get("temp", 0.07))))
 
     def width(self, modality: str) -> int:
@@ -207,6 +209,13 @@ class BridgeTowerEncoder(TowerEncoder):
         """The ITM head on ``pooler_output``: [b 2] (index 1 = matched)."""
         return self.itm_from_states(self.tower_states(text, "text"),
                                     self.tower_states(image, "image"))
+
+    def mlm_logits(self, text: TokenBatch, image: TokenBatch) -> Tensor:
+        """``BridgeTowerForMaskedLM``'s logits: the MLM head on the cross-modal text states
+        [b n V]."""
+        if self.mlm_head is None:
+            raise ValueError("this BridgeTower model has no MLM head (config mlm_head: false)")
+        return self.mlm_head(self.forward_fused({"text": text, "image": image})["text"].hidden)  # type: ignore[no-any-return]
 
     def tower_states(self, batch: TokenBatch, modality: str) -> Features:
         """What the fusion reads of one modality, every layer (for :meth:`itm_from_states`)."""

@@ -4,7 +4,9 @@ Sources:
     * an HF folder (``config.json`` with ``model_type: bridgetower`` + ``pytorch_model.bin`` or
       ``model.safetensors``), the format of ``BridgeTower/bridgetower-base``; task models
       (``BridgeTowerFor*``) carry a ``bridgetower.`` prefix and heads: the ITM head
-      (``itm_score.fc``, over ``pooler_output``) is kept as ``itm_head``, the others are left out;
+      (``itm_score.fc``, over ``pooler_output``) is kept as ``itm_head``, the MLM head
+      (``mlm_score``, over the cross-modal text states) as ``mlm_head``; the contrastive and
+      task heads are left out;
     * a research-repo (microsoft/BridgeTower, Lightning) ``.ckpt`` = ``{'state_dict': ...}``
       with ``text_transformer.*`` / ``vit_model.*`` keys. It holds no configuration: pass the
       ``.ckpt`` inside (or next to) a folder whose ``config.json`` describes it, or give
@@ -106,6 +108,17 @@ _IGNORED = re.compile(
     r"text_model\.pooler\.|text_model\.embeddings\.(position_ids|token_type_ids)|"
     rf"{re.escape(_V)}embeddings\.position_ids|logit_scale)"
 )
+
+
+# the heads of BridgeTowerForImageAndTextRetrieval and BridgeTowerForMaskedLM
+HEAD_KEYS = {
+    "itm_score.fc.weight": "itm_head.weight", "itm_score.fc.bias": "itm_head.bias",
+    "mlm_score.transform.dense.weight": "mlm_head.dense.weight",
+    "mlm_score.transform.dense.bias": "mlm_head.dense.bias",
+    "mlm_score.transform.LayerNorm.weight": "mlm_head.norm.weight",
+    "mlm_score.transform.LayerNorm.bias": "mlm_head.norm.bias",
+    "mlm_score.decoder.weight": "mlm_head.decoder", "mlm_score.bias": "mlm_head.bias",
+}
 
 
 def _sides(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -210,10 +223,10 @@ def convert_bridgetower_state_dict(sd: Mapping[str, Tensor],
                                      + expand_rows(_sides(LINK_KEY_MAP), cross - 1))
     converted.update(more)
     used |= used_cross
-    for p in ("weight", "bias"):
-        if f"itm_score.fc.{p}" in sd:
-            converted[f"itm_head.{p}"] = sd[f"itm_score.fc.{p}"]
-            used.add(f"itm_score.fc.{p}")
+    for src, dst in HEAD_KEYS.items():
+        if src in sd:
+            converted[dst] = sd[src]
+            used.add(src)
     if "token_type_embeddings.weight" in sd:
         converted["fusion.token_type.weight"] = sd["token_type_embeddings.weight"]
         used.add("token_type_embeddings.weight")
@@ -291,6 +304,7 @@ def convert_bridgetower(src: Path, config: str | Path | None = None,
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{src}: {exc}") from None
     cfg["itm_head"] = any(k.endswith("itm_score.fc.weight") for k in state)
+    cfg["mlm_head"] = any(k.endswith("mlm_score.decoder.weight") for k in state)
     cfg["source"] = {"format": "bridgetower", "path": str(src)}
     model = build_bridgetower(cfg, directory=tok_dir)
     model.recipe = "bridgetower-base"

@@ -224,6 +224,37 @@ def test_itm_head_matches_hf_retrieval_model(tmp_path, small_fixture):
     assert mmenc.convert("bridgetower", small_fixture / "checkpoint").itm_head is None
 
 
+def test_mlm_head_matches_hf_masked_lm_model(tmp_path, small_fixture):
+    from transformers import BridgeTowerForMaskedLM
+    from vl_bridgetower_fixture import hf_config, randomize
+
+    config = hf_config()
+    hf = BridgeTowerForMaskedLM(config).eval()
+    randomize(hf, 6)
+    folder = tmp_path / "mlm"
+    folder.mkdir()
+    (folder / "config.json").write_text(config.to_json_string())
+    torch.save(hf.state_dict(), folder / "pytorch_model.bin")
+    inputs = load_file(str(small_fixture / "inputs.safetensors"))
+    with torch.no_grad():
+        ref = hf(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                 pixel_values=inputs["pixel_values"]).logits
+        model = mmenc.convert("bridgetower", folder)
+        got = model.mlm_logits(
+            TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(), pad_id=1),
+            TokenBatch(values=inputs["pixel_values"]))
+    assert model.itm_head is None and model.mlm_head is not None
+    assert (got - ref).abs().max() <= 1e-5
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    state["mlm_score.transform.LayerNorm.bias"] += 0.1
+    torch.save(state, folder / "pytorch_model.bin")
+    with torch.no_grad():
+        broken = mmenc.convert("bridgetower", folder).mlm_logits(
+            TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(), pad_id=1),
+            TokenBatch(values=inputs["pixel_values"]))
+    assert (broken - ref).abs().max() > 1e-3
+
+
 def test_match_scores_and_rerank():
     from mmenc.builtin.image import example_images
     from mmenc.retrieval.evaluate import evaluate_retrieval
