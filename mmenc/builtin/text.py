@@ -79,16 +79,25 @@ class TextTokenizer:
         max_length: longer texts are truncated (the special tokens are kept).
         pad_id: the pad token id.
         file: file name used when the tokenizer is saved with a model.
+        clean: ``"module:function"`` applied to each text first (a pipeline's own caption
+            cleaning, e.g. ALBEF's ``mmenc_vl.preprocess:albef_caption``); it may raise
+            :class:`mmenc.InputError` for a text it refuses.
     """
 
     modality = "text"
 
     def __init__(self, tokenizer: Any, max_length: int = 128, pad_id: int = 0,
-                 file: str = "tokenizer-text.json") -> None:
+                 file: str = "tokenizer-text.json", clean: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
         self.file = file
+        self.clean = clean
+        self._clean: Any = None
+        if clean is not None:
+            from mmenc.specs import resolve
+
+            self._clean = resolve(clean)
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
 
@@ -98,6 +107,8 @@ class TextTokenizer:
 
     def __call__(self, items: list[object]) -> TokenBatch:
         texts = [load_text(t) for t in items]
+        if self._clean is not None:
+            texts = [self._clean(t) for t in texts]
         encodings = self.tokenizer.encode_batch(texts)
         n = max(len(e.ids) for e in encodings)
         ids = torch.full((len(texts), n), self.pad_id, dtype=torch.long)
@@ -108,8 +119,12 @@ class TextTokenizer:
         return TokenBatch(ids=ids, mask=mask, pad_id=self.pad_id)
 
     def config(self) -> dict[str, object]:
-        return {"tokenizer": "text", "kind": "hf-tokenizers", "file": self.file, "max_length": self.max_length,
-                "pad_id": self.pad_id}
+        out: dict[str, object] = {"tokenizer": "text", "kind": "hf-tokenizers",
+                                  "file": self.file, "max_length": self.max_length,
+                                  "pad_id": self.pad_id}
+        if self.clean is not None:
+            out["clean"] = self.clean
+        return out
 
     def save(self, directory: str) -> None:
         self.tokenizer.no_truncation()
@@ -155,7 +170,8 @@ def text_tokenizer(config: dict[str, Any],
     if kind == "none":
         return NoTokenizer(int(config.get("pad_id", 0)))
     if kind == "bytes" and directory is None:
-        return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1)
+        return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1,
+                             clean=config.get("clean"))
 
     def located(key: str, default: str) -> Path:
         name = Path(str(config.get(key, default)))
@@ -169,16 +185,18 @@ def text_tokenizer(config: dict[str, Any],
     if kind == "wordpiece":
         tok = _wordpiece_from_vocab(located("vocab", "vocab.txt"),
                                     bool(config.get("lowercase", True)))
-        return TextTokenizer(tok, max_length, pad_id=int(tok.token_to_id("[PAD]") or 0))
+        return TextTokenizer(tok, max_length, pad_id=int(tok.token_to_id("[PAD]") or 0),
+                             clean=config.get("clean"))
     path = located("file", "tokenizer-text.json")
     if kind == "bytes" and not path.is_file():
-        return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1)
+        return TextTokenizer(_byte_level_tokenizer(), max_length, pad_id=1,
+                             clean=config.get("clean"))
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception type
         raise CheckpointError(f"{path}: not a readable tokenizer.json ({exc})") from None
     pad_id = int(config.get("pad_id", 0))
-    return TextTokenizer(tok, max_length, pad_id=pad_id)
+    return TextTokenizer(tok, max_length, pad_id=pad_id, clean=config.get("clean"))
 
 
 def hf_tokenizer_config(folder: Path, max_length: int, pad_id: int = 0) -> dict[str, Any]:

@@ -59,3 +59,20 @@ def test_image_modes_are_converted_and_bad_images_refused(recipe):
     for bad in (buf.getvalue()[:60], b"", b"not an image", Image.new("RGB", (1, 5))):
         with pytest.raises(InputError):
             model.encode([bad], "image")
+
+
+def test_albef_tokenizer_cleans_captions_and_keeps_it_when_saved(tmp_path):
+    import mmenc
+    from mmenc.errors import InputError
+
+    model = mmenc.create_model("albef-base")
+    tok = model.tokenizers["text"]
+    assert torch.equal(tok(["A Dog, running!"]).ids, tok(["a dog running"]).ids)
+    with pytest.raises(InputError, match="empty after ALBEF's cleaning"):
+        tok(["?!"])
+    small = mmenc.create_model("albef-tiny", tokenizers={"text": {"clean":
+                                                         "mmenc_vl.preprocess:albef_caption"}})
+    small.save_pretrained(tmp_path / "m")
+    again = mmenc.load(tmp_path / "m").tokenizers["text"]
+    assert again.clean == "mmenc_vl.preprocess:albef_caption"
+    assert torch.equal(again(["Two CATS."]).ids, again(["two cats"]).ids)
