@@ -146,6 +146,11 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
                 if m:
                     cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
             echo(f"    {direction}: " + " | ".join(cells))
+    from mmenc.demo import EMOJI_BASELINES
+
+    results["baselines"] = EMOJI_BASELINES
+    echo("  baselines (image -> name): " + ", ".join(
+        f"{name} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}" for name, m in EMOJI_BASELINES.items()))
     return results
 
 
