@@ -25,13 +25,28 @@ class VisionTextPretraining(nn.Module):
         super().__init__()
         self.alpha = alpha
 
-    def step(self, model: Any, batches: dict[str, TokenBatch], modalities: tuple[str, str],
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        if set(modalities) != {"text", "image"}:
-            raise ConfigError(f"vision-text-pretraining reads text and image, got {modalities}")
+    def forward(self, model: Any, text: TokenBatch, image: TokenBatch,
+                generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """``model.pretraining_losses(text, image)`` on matched rows: ``(loss, logs)``."""
         if not callable(getattr(model, "pretraining_losses", None)) \
                 or not getattr(model, "pretraining", False):
             raise ConfigError(f"vision-text-pretraining: {model.recipe} has no pre-training "
                               "heads (build it with pretraining: true)")
-        return model.pretraining_losses(batches["text"], batches["image"],  # type: ignore[no-any-return]
-                                        alpha=self.alpha, generator=generator)
+        return model.pretraining_losses(text, image, alpha=self.alpha,  # type: ignore[no-any-return]
+                                        generator=generator)
+
+    def step(self, model: Any, batches: dict[str, TokenBatch], modalities: tuple[str, str],
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        if set(modalities) != {"text", "image"}:
+            raise ConfigError(f"vision-text-pretraining reads text and image, got {modalities}")
+        return self(model, batches["text"], batches["image"], generator)  # type: ignore[no-any-return]
+
+    def example_inputs(self) -> dict[str, Any]:
+        """A tiny ALBEF with its pre-training state and four (caption, image) pairs."""
+        import mmenc
+        from mmenc.builtin.image import example_images
+
+        model = mmenc.create_model("albef-tiny", pretraining=True, init="fan-in").train()
+        texts = ["a gradient", "a red checkerboard", "grey", "a clear blue"]
+        return {"model": model, "text": model.tokenize(texts, "text"),
+                "image": model.tokenize(example_images(), "image")}
