@@ -223,8 +223,9 @@ def convert_bridgetower_state_dict(sd: Mapping[str, Tensor],
                                      + expand_rows(_sides(LINK_KEY_MAP), cross - 1))
     converted.update(more)
     used |= used_cross
+    has_mlm = "mlm_score.decoder.weight" in sd  # a head without its decoder is left out
     for src, dst in HEAD_KEYS.items():
-        if src in sd:
+        if src in sd and (has_mlm or not src.startswith("mlm_score.")):
             converted[dst] = sd[src]
             used.add(src)
     if "token_type_embeddings.weight" in sd:

@@ -146,7 +146,7 @@ def test_lightning_ckpt_matches_hf_folder(tmp_path, small_fixture):
     lightning = _to_lightning(sd)
     lightning["itm_score.fc.weight"] = torch.randn(2, 96)  # ITM head over pooler_output: kept
     lightning["itm_score.fc.bias"] = torch.randn(2)
-    lightning["mlm_score.bias"] = torch.zeros(300)  # other heads are left out
+    lightning["mlm_score.bias"] = torch.zeros(300)  # an MLM head without decoder: left out
     lightning["vit_model.ln_final.weight"] = torch.ones(48)  # CLIP text leftovers too
     ckpt = tmp_path / "epoch=9.ckpt"
     torch.save({"epoch": 9, "state_dict": lightning}, ckpt)
