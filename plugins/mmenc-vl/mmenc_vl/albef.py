@@ -37,6 +37,7 @@ from mmenc.nn import TrunkConfig, build_trunk, init_weights, interpolate_positio
 from torch import Tensor, nn
 
 from mmenc_vl.heads import MLMHead
+from mmenc_vl.matching import select_rows
 
 
 class CrossAttentionFusion(nn.Module):
@@ -241,10 +242,8 @@ class ALBEFEncoder(Encoder):
         b = len(text)
         neg_image, neg_text = sample_hard_negatives(sim_t2i[:, :b], generator=generator)
         t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)  # text a, image b
-        mask = text_f.mask[t_idx] if text_f.mask is not None else None
-        fused = self.fusion({"text": Features(text_f.hidden[t_idx], mask),
-                             "image": Features(image_f.hidden[i_idx])})["text"].hidden
-        loss_itm = F.cross_entropy(self.itm_head(fused[:, 0]), labels)
+        itm = self.itm_from_states(select_rows(text_f, t_idx), select_rows(image_f, i_idx))
+        loss_itm = F.cross_entropy(itm, labels)
 
         ids = text.ids
         special = (ids == int(cfg.get("pad_token_id", 0))) | (ids == int(cfg.get("cls_token_id",

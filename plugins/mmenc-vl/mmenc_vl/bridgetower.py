@@ -265,10 +265,9 @@ class BridgeTowerEncoder(TowerEncoder):
 
         neg_image, neg_text = sample_hard_negatives(sim, generator=generator)
         t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)
-        fused = self.fusion({"text": select_rows(towers["text"], t_idx),
-                             "image": select_rows(towers["image"], i_idx)})
-        pooled = torch.cat([fused["text"].pooled, fused["image"].pooled], dim=-1)  # type: ignore[list-item]
-        loss_itm = nn.functional.cross_entropy(self.itm_head(pooled), labels)  # type: ignore[misc]
+        itm = self.itm_from_states(select_rows(towers["text"], t_idx),
+                                   select_rows(towers["image"], i_idx))
+        loss_itm = nn.functional.cross_entropy(itm, labels)
 
         ids = text.ids
         special = torch.isin(ids, torch.tensor(cfg.get("special_token_ids", [0, 1, 2]),
