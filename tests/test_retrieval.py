@@ -280,3 +280,26 @@ def test_eval_cli_bm25_baseline(tmp_path):
     report = json.loads(result.output[result.output.index("{"):])
     assert report["model"]["recipe"] == "bm25"
     assert report["metrics"]["doc->code"]["R@1"] == 1.0
+
+
+def test_rerank_itc_weight_adds_the_similarity_to_the_matching_log_odds():
+    from mmenc.retrieval.evaluate import rerank_scores
+
+    class Fixed:
+        """Matched probabilities from a table: query i, gallery j -> table[i][j]."""
+
+        def __init__(self, table):
+            self.table = table
+
+        def match_scores(self, a_items, b_items, *, a_modality, b_modality):
+            return torch.tensor([self.table[a][b] for a, b in zip(a_items, b_items, strict=True)])
+
+    scores = torch.tensor([[0.9, 0.5, 0.1]])  # ITC prefers gallery 0
+    model = Fixed({0: {0: 0.4, 1: 0.6, 2: 0.99}})  # ITM prefers 2, then 1
+    itm = rerank_scores(model, scores, [0], [0, 1, 2], 2, "a", "b", True)
+    assert itm[0].argmax() == 1  # among ITC's top 2, ITM alone picks gallery 1
+    both = rerank_scores(model, scores, [0], [0, 1, 2], 2, "a", "b", True, itc_weight=10.0)
+    logodds = torch.log(torch.tensor([0.4, 0.6]) / torch.tensor([0.6, 0.4])).double()
+    expected = logodds + 10.0 * scores[0, :2].double()
+    assert torch.allclose(both[0, :2], expected)
+    assert both[0].argmax() == 0 and both[0, 2] < both[0, :2].min()  # gallery 2 stays below
