@@ -275,7 +275,8 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
              + ", ".join(f"{r}: {n}" for r, n in skipped.items()))
     if rerank_itc_weight == "auto":
         temp = getattr(model, "temp", None)
-        rerank_itc_weight = 1.0 / float(temp) if temp is not None else 1.0
+        rerank_itc_weight = 1.0 / float(torch.as_tensor(temp).detach()) if temp is not None \
+            else 1.0
     elif rerank_itc_weight is not None:
         rerank_itc_weight = float(rerank_itc_weight)
     if rerank > 0:
