@@ -201,14 +201,16 @@ def test_unsupported_variants_are_refused(tmp_path, small_fixture):
             mmenc.convert("bridgetower", folder)
 
 
-def test_itm_head_matches_hf_retrieval_model(tmp_path, small_fixture):
-    from transformers import BridgeTowerForImageAndTextRetrieval
+def _hf_task_model(cls_name, seed, folder, small_fixture):
+    """An HF BridgeTowerFor* model at small_fixture's sizes, randomised and saved as an HF
+    folder; returns the model, its reference logits on the fixture's inputs, and those inputs
+    as mmenc batches."""
+    import transformers
     from vl_bridgetower_fixture import hf_config, randomize
 
-    config = hf_config()  # the sizes of small_fixture, whose inputs are reused
-    hf = BridgeTowerForImageAndTextRetrieval(config).eval()
-    randomize(hf, 5)
-    folder = tmp_path / "itm"
+    config = hf_config()
+    hf = getattr(transformers, cls_name)(config).eval()
+    randomize(hf, seed)
     folder.mkdir()
     (folder / "config.json").write_text(config.to_json_string())
     torch.save(hf.state_dict(), folder / "pytorch_model.bin")
@@ -216,42 +218,35 @@ def test_itm_head_matches_hf_retrieval_model(tmp_path, small_fixture):
     with torch.no_grad():
         ref = hf(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                  pixel_values=inputs["pixel_values"]).logits
-        model = mmenc.convert("bridgetower", folder)
-        got = model.itm_logits(
-            TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(), pad_id=1),
-            TokenBatch(values=inputs["pixel_values"]))
+    batches = (TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(),
+                          pad_id=1),
+               TokenBatch(values=inputs["pixel_values"]))
+    return hf, ref, batches
+
+
+def test_itm_head_matches_hf_retrieval_model(tmp_path, small_fixture):
+    folder = tmp_path / "itm"
+    _, ref, (text, image) = _hf_task_model("BridgeTowerForImageAndTextRetrieval", 5, folder,
+                                           small_fixture)
+    with torch.no_grad():
+        got = mmenc.convert("bridgetower", folder).itm_logits(text, image)
     assert (got - ref).abs().max() <= 1e-5
     assert mmenc.convert("bridgetower", small_fixture / "checkpoint").itm_head is None
 
 
 def test_mlm_head_matches_hf_masked_lm_model(tmp_path, small_fixture):
-    from transformers import BridgeTowerForMaskedLM
-    from vl_bridgetower_fixture import hf_config, randomize
-
-    config = hf_config()
-    hf = BridgeTowerForMaskedLM(config).eval()
-    randomize(hf, 6)
     folder = tmp_path / "mlm"
-    folder.mkdir()
-    (folder / "config.json").write_text(config.to_json_string())
-    torch.save(hf.state_dict(), folder / "pytorch_model.bin")
-    inputs = load_file(str(small_fixture / "inputs.safetensors"))
+    hf, ref, (text, image) = _hf_task_model("BridgeTowerForMaskedLM", 6, folder, small_fixture)
     with torch.no_grad():
-        ref = hf(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                 pixel_values=inputs["pixel_values"]).logits
         model = mmenc.convert("bridgetower", folder)
-        got = model.mlm_logits(
-            TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(), pad_id=1),
-            TokenBatch(values=inputs["pixel_values"]))
+        got = model.mlm_logits(text, image)
     assert model.itm_head is None and model.mlm_head is not None
     assert (got - ref).abs().max() <= 1e-5
     state = {k: v.clone() for k, v in hf.state_dict().items()}
     state["mlm_score.transform.LayerNorm.bias"] += 0.1
     torch.save(state, folder / "pytorch_model.bin")
     with torch.no_grad():
-        broken = mmenc.convert("bridgetower", folder).mlm_logits(
-            TokenBatch(ids=inputs["input_ids"], mask=inputs["attention_mask"].bool(), pad_id=1),
-            TokenBatch(values=inputs["pixel_values"]))
+        broken = mmenc.convert("bridgetower", folder).mlm_logits(text, image)
     assert (broken - ref).abs().max() > 1e-3
 
 
