@@ -12,6 +12,8 @@ with masked zero patches: ``TokenBatch(values=[b n p*p], mask=[b n])``.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,12 @@ NAME = "audio-fbank"
 FBANK_MEAN = 15.41663
 FBANK_STD = 6.55582
 FRAME_SHIFT = 160  # 10 ms at 16 kHz
+DEFAULT_MAX_SECONDS = 30.0
+"""What the tokenizer embeds of a clip when its ``max_seconds`` is not set: 3,000 patches (BEATs
+was pretrained on 10 s clips; attention costs grow with the square of the length, and a
+10-minute clip would need 7 GB in ``encode``)."""
+
+_log = logging.getLogger(__name__)
 
 
 def fbank(wave: Tensor, num_mel_bins: int = 128, mean: float = FBANK_MEAN,
@@ -85,10 +93,14 @@ class FbankPatchTokenizer:
     Padding rule: a clip shorter than one patch row (``min_samples()``, 175 ms) is zero-padded
     at the end to that length; longer clips keep ``16 * (T // 16)`` frames.
 
+    Cost cap: a clip is cut to its first ``max_seconds`` before the fbank is computed; ``stats``
+    counts the items tokenized (``items``) and those cut (``cut``), and the first cut of a
+    tokenizer is logged.
+
     Args:
         num_mel_bins: mel bins (BEATs: 128); must be a multiple of ``patch_size``.
         patch_size: patch side in frames and bins (BEATs: 16).
-        max_seconds: clips are cut to this many seconds (None: no cut).
+        max_seconds: clips are cut to this many seconds (None: :data:`DEFAULT_MAX_SECONDS`).
     """
 
     modality = "audio"
@@ -98,8 +110,16 @@ class FbankPatchTokenizer:
         if int(patch_size) < 1 or int(num_mel_bins) % int(patch_size):
             raise ValueError(f"num_mel_bins={num_mel_bins} must be a multiple of "
                              f"patch_size={patch_size}")
+        if max_seconds is not None and not float(max_seconds) > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         self.num_mel_bins, self.patch_size = int(num_mel_bins), int(patch_size)
         self.max_seconds = None if max_seconds is None else float(max_seconds)
+        self.stats: Counter[str] = Counter()
+
+    @property
+    def cut_seconds(self) -> float:
+        """The length clips are cut to."""
+        return DEFAULT_MAX_SECONDS if self.max_seconds is None else self.max_seconds
 
     @property
     def patches_per_row(self) -> int:
@@ -108,8 +128,14 @@ class FbankPatchTokenizer:
     def patches(self, wave: np.ndarray | Tensor) -> Tensor:
         """One clip (1-D, 16 kHz) -> [n p*p]."""
         wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))
-        if self.max_seconds is not None:
-            wave = wave[: int(self.max_seconds * SAMPLE_RATE)]
+        keep = int(self.cut_seconds * SAMPLE_RATE)
+        if wave.shape[0] > keep:
+            if not self.stats["cut"]:
+                _log.warning("audio clips longer than %g s are cut to their first %g s "
+                             "(the audio-fbank tokenizer's max_seconds)", self.cut_seconds,
+                             self.cut_seconds)
+            self.stats["cut"] += 1
+            wave = wave[:keep]
         need = min_samples(self.patch_size)
         if wave.shape[0] < need:
             wave = torch.cat([wave, wave.new_zeros(need - wave.shape[0])])
@@ -117,6 +143,7 @@ class FbankPatchTokenizer:
 
     def __call__(self, items: list[object]) -> TokenBatch:
         clips = [load_audio(item) for item in items]  # idempotent on loaded clips
+        self.stats["items"] += len(clips)
         rows = [self.patches(c) for c in clips]
         for item, r in zip(items, rows, strict=True):
             if not bool(torch.isfinite(r).all()):  # load_audio's limits make this unreachable
@@ -157,6 +184,6 @@ def patches_for(samples: int, num_mel_bins: int = 128, patch: int = 16) -> int:
     return (frames_for(samples) // patch) * (num_mel_bins // patch)
 
 
-__all__ = ["FBANK_MEAN", "FBANK_STD", "FbankPatchTokenizer", "build_tokenizer", "fbank",
+__all__ = ["DEFAULT_MAX_SECONDS", "FBANK_MEAN", "FBANK_STD", "FbankPatchTokenizer", "build_tokenizer", "fbank",
            "frames_for", "min_samples", "official_padding_mask", "patches_for", "preprocess",
            "to_patches"]

@@ -20,7 +20,7 @@ Configuration (YAML file or mapping)::
     iterations: 2
     data: {train: clips.jsonl}            # JSONL manifest, one {"audio": PATH} per line
     seed: 0
-    max_seconds: 4.0                      # clips are cut to this length (null: whole clips)
+    max_seconds: 4.0                      # clips are cut to this length (null: 30 s)
     model: {recipe: beats-tiny, overrides: {}}
     tokenizer: {recipe: beats-tokenizer-tiny, overrides: {}}
     random_projection: {num_codes: 64, code_dim: 16, seed: 0}

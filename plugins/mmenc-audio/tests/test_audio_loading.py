@@ -154,3 +154,104 @@ def test_max_seconds_cuts_long_clips() -> None:
     tok = FbankPatchTokenizer(max_seconds=0.2)
     batch = tok([np.zeros(16000, dtype=np.float32) + 0.01])
     assert batch.values.shape[1] == 8  # 3200 samples: 18 frames -> one row
+
+
+# -- cost caps ------------------------------------------------------------------------------------
+_RESAMPLE_PROBE = r"""
+import io, resource, sys, time
+import numpy as np, soundfile as sf
+from mmenc_audio.audio import load_audio
+load_audio((np.zeros(8000, dtype=np.float32), 8000))  # imports and first-call costs
+for rate in (767_999, 44_099):
+    buf = io.BytesIO()
+    t = np.arange(rate) / rate
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate, format="WAV",
+             subtype="PCM_16")
+    data = buf.getvalue()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    out = load_audio(data)
+    seconds = time.perf_counter() - start
+    extra_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(rate, out.shape[0], f"{seconds:.3f}", f"{extra_mb:.1f}")
+"""
+
+
+def test_odd_sample_rates_resample_in_linear_memory() -> None:
+    """Rates whose ratio to 16 kHz has no common factor (a 49 GB sinc kernel at 767,999 Hz,
+    6 GB at 44,099 Hz) resample one second in well under 2 s and 300 MB."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", _RESAMPLE_PROBE], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["767999", "44099"]
+    for _rate, samples, seconds, extra_mb in rows:
+        assert abs(int(samples) - SAMPLE_RATE) <= 2
+        assert float(seconds) < 2.0
+        assert float(extra_mb) < 300.0
+
+
+@pytest.mark.parametrize("rate", [44_099, 767_999, 1_001])
+def test_approximate_ratios_keep_the_pitch(rate) -> None:
+    from mmenc_audio.audio import MAX_RESAMPLE_KERNEL, _kernel_elements, resample_ratio
+
+    orig, new = resample_ratio(rate)
+    assert (orig, new) != (rate, SAMPLE_RATE)
+    assert _kernel_elements(orig, new) <= MAX_RESAMPLE_KERNEL
+    assert abs(new / orig - SAMPLE_RATE / rate) <= 3e-5 * SAMPLE_RATE / rate
+    t = np.arange(rate) / rate
+    out = load_audio(((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate))
+    spectrum = np.abs(np.fft.rfft(out[2000:-2000]))
+    assert abs(spectrum.argmax() * SAMPLE_RATE / len(out[2000:-2000]) - 300) < 3
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 44100, 48000, 96000, 192000])
+def test_common_rates_keep_the_exact_ratio(rate) -> None:
+    from mmenc_audio.audio import resample_ratio
+
+    assert resample_ratio(rate) == (rate, SAMPLE_RATE)
+
+
+def test_header_caps_refuse_before_decoding(tmp_path, monkeypatch) -> None:
+    from mmenc_audio.audio import AudioLimits
+
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros((3 * 8000, 2), dtype=np.float32), 8000, subtype="PCM_16")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("samples were decoded")
+
+    monkeypatch.setattr(sf.SoundFile, "read", no_decoding)
+    with pytest.raises(InputError, match=r"long.wav: too long: 3.0 s \(at most 2 s, "
+                                         r"AudioLimits.max_seconds\)"):
+        load_audio(path, AudioLimits(max_seconds=2.0))
+    with pytest.raises(InputError, match=r"long.wav: too large: 24000 frames x 2 channels = "
+                                         r"48000 samples \(at most 40000"):
+        load_audio(path, AudioLimits(max_samples=40_000))
+    with pytest.raises(InputError, match=r"long.wav: 2 channels \(expected 1..1\)"):
+        load_audio(path, AudioLimits(max_channels=1))
+
+
+def test_module_limits_apply_to_every_caller(monkeypatch) -> None:
+    from mmenc_audio import audio
+
+    monkeypatch.setattr(audio, "LIMITS", audio.AudioLimits(max_seconds=0.25))
+    with pytest.raises(InputError, match="too long: 0.5 s"):
+        audio.load_audio(WAVE)  # 8000 samples at 16 kHz
+    assert audio.load_audio(WAVE[:4000]).shape == (4000,)
+
+
+def test_long_clips_are_cut_to_the_default_window_and_counted() -> None:
+    from mmenc_audio.frontend import DEFAULT_MAX_SECONDS, patches_for
+
+    tok = FbankPatchTokenizer()
+    ten_minutes = np.zeros(600 * SAMPLE_RATE, dtype=np.float32)
+    batch = tok([ten_minutes, WAVE])
+    assert batch.values.shape[1] == patches_for(int(DEFAULT_MAX_SECONDS * SAMPLE_RATE))
+    assert tok.stats["cut"] == 1 and tok.stats["items"] == 2
+    assert FbankPatchTokenizer(max_seconds=2.0)([ten_minutes]).values.shape[1] == \
+        patches_for(2 * SAMPLE_RATE)
