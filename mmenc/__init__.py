@@ -29,6 +29,8 @@ _EXPORTS = {
     "Encoder": "mmenc.model",
     "load": "mmenc.model",
     "create_model": "mmenc.factory",
+    "get_tokenizer": "mmenc.factory",
+    "list_models": "mmenc.factory",
     "convert": "mmenc.factory",
     "InputError": "mmenc.errors",
     "CheckpointError": "mmenc.errors",
@@ -45,3 +47,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'mmenc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the lazy names too, so completion and dir(mmenc) show the public API
+    return sorted({*globals(), *_EXPORTS})

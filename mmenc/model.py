@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.checkpoint import read_json
+from mmenc.conventions import as_item_list, convert_output, merge_aliases, pick_modality
 from mmenc.errors import CheckpointError, UnknownNameError
 
 FORMAT = "mmenc"
@@ -88,26 +89,39 @@ class Encoder(nn.Module):
     @torch.inference_mode()
     def encode(
         self,
-        items: Iterable[Any],
-        modality: str,
+        items: Any,
+        modality: str | None = None,
         batch_size: int = 32,
         normalize: bool = True,
         dim: int | None = None,
         show_progress_bar: bool | None = None,
-    ) -> Tensor:
+        *,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        convert_to_numpy: bool = False,
+        convert_to_tensor: bool | None = None,
+    ) -> Any:
         """Embed raw items of any modality of the model.
 
+        sentence-transformers' keyword names are accepted beside mmenc's:
+        ``normalize_embeddings`` (``normalize``), ``truncate_dim`` (``dim``),
+        ``convert_to_numpy`` / ``convert_to_tensor`` (a tensor by default).
+
         Args:
-            items: raw items (strings, paths, images, ...), validated by the modality's loader.
-            modality: which of :attr:`modalities` the items are.
+            items: one raw item (a string, path, bytes, PIL image or audio array) or an
+                iterable of them, validated by the modality's loader.
+            modality: which of :attr:`modalities` the items are; may be left out for a model
+                of one modality.
             batch_size: items per forward pass.
             normalize: L2-normalise the embeddings (after truncation to ``dim``).
             dim: keep the first ``dim`` dimensions (Matryoshka truncation).
             show_progress_bar: a tqdm bar; by default only for more than 4 batches on a terminal.
         Returns:
-            ``[len(items) e]`` float32 embeddings on the CPU.
+            ``[len(items) e]`` float32 embeddings on the CPU, ``[e]`` for one item.
         """
-        items = list(items)
+        single, items = as_item_list(items)
+        modality = pick_modality(modality, self.modalities, self.recipe)
+        normalize, dim = merge_aliases(normalize, dim, normalize_embeddings, truncate_dim)
         self.check_modality(modality)
         was_training = self.training
         self.eval()
@@ -136,7 +150,37 @@ class Encoder(nn.Module):
             if not 0 < dim <= emb.shape[1]:
                 raise ValueError(f"dim={dim} is outside 1..{emb.shape[1]}")
             emb = emb[:, :dim]
-        return F.normalize(emb, dim=-1) if normalize else emb
+        emb = F.normalize(emb, dim=-1) if normalize else emb
+        return convert_output(emb, single, convert_to_numpy, convert_to_tensor)
+
+    def encode_text(self, texts: Any, normalize: bool = False, **kwargs: Any) -> Any:
+        """open_clip's spelling: ``encode(texts, "text", normalize=normalize, ...)`` (raw
+        strings in, not token ids; not normalised by default, as in open_clip)."""
+        return self.encode(texts, "text", normalize=normalize, **kwargs)
+
+    def encode_image(self, images: Any, normalize: bool = False, **kwargs: Any) -> Any:
+        """open_clip's spelling: ``encode(images, "image", normalize=normalize, ...)`` (paths or
+        PIL images in, not pixel tensors; not normalised by default, as in open_clip)."""
+        return self.encode(images, "image", normalize=normalize, **kwargs)
+
+    similarity_fn_name = "cosine"
+
+    def similarity(self, a: Any, b: Any) -> Tensor:
+        """sentence-transformers' ``model.similarity``: the cosine similarity ``[n m]`` of two
+        sets of embeddings (or single ``[e]`` vectors)."""
+        from mmenc.retrieval.search import similarity as score
+
+        return score(a, b, self.similarity_fn_name)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu"
+                        ) -> Encoder:
+        """A model saved by :meth:`save_pretrained` (the same as :func:`mmenc.load`)."""
+        model = load(path, map_location)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{path}: holds a {type(model).__name__} "
+                                  f"({model.recipe!r}), not a {cls.__name__}; use mmenc.load")
+        return model
 
     # -- training helpers -----------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:

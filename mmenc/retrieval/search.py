@@ -120,12 +120,45 @@ def _format(template: Template, classname: str) -> Any:
     return template.format(classname, c=classname)
 
 
-def build_zero_shot_classifier(model: Any, classnames: Sequence[str],
-                               templates: Sequence[Template] = ("{}",), modality: str = "text",
-                               batch_size: int = 32, dim: int | None = None,
-                               show_progress_bar: bool | None = None) -> Tensor:
+def build_zero_shot_classifier(model: Any, *args: Any, **kwargs: Any) -> Tensor:
     """Class weights for zero-shot classification: one prompt per (class, template), encoded,
     normalised, averaged per class and normalised again (open_clip's recipe).
+
+    Two call forms: mmenc's ``(model, classnames, templates=("{}",), modality="text",
+    batch_size=32, dim=None, show_progress_bar=None)`` (see :func:`zero_shot_classifier`) and
+    open_clip's ``(model, tokenizer, classnames, templates, num_classes_per_batch=10,
+    device=None, use_tqdm=False)``, told apart by the second argument (class names are a
+    sequence of strings, a tokenizer is not). mmenc models tokenize raw items themselves, so
+    the tokenizer must be the model's own (``mmenc.get_tokenizer(model)``) or None.
+    """
+    if "tokenizer" in kwargs or (args and not _is_names(args[0])):
+        return _open_clip_classifier(model, *args, **kwargs)
+    return zero_shot_classifier(model, *args, **kwargs)
+
+
+def _is_names(x: object) -> bool:
+    return isinstance(x, Sequence) and not isinstance(x, str) and \
+        all(isinstance(c, str) for c in x)
+
+
+def _open_clip_classifier(model: Any, tokenizer: Any, classnames: Sequence[str],
+                          templates: Sequence[Template], num_classes_per_batch: int | None = 10,
+                          device: Any = None, use_tqdm: bool = False) -> Tensor:
+    own = getattr(model, "tokenizers", {})
+    if tokenizer is not None and all(tokenizer is not t for t in own.values()):
+        raise ValueError("build_zero_shot_classifier: mmenc models tokenize prompts with their "
+                         "own tokenizer; pass mmenc.get_tokenizer(model) or None, not "
+                         f"{type(tokenizer).__name__}")
+    batch = max(1, (num_classes_per_batch or 10) * max(1, len(templates)))
+    return zero_shot_classifier(model, classnames, templates, "text", batch_size=batch,
+                                show_progress_bar=use_tqdm)
+
+
+def zero_shot_classifier(model: Any, classnames: Sequence[str],
+                         templates: Sequence[Template] = ("{}",), modality: str = "text",
+                         batch_size: int = 32, dim: int | None = None,
+                         show_progress_bar: bool | None = None) -> Tensor:
+    """:func:`build_zero_shot_classifier` in mmenc's argument order.
 
     Classify with ``logits = normalize(encode(items, other_modality)) @ weights``.
 
