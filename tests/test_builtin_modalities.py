@@ -86,3 +86,41 @@ def test_text_validation():
         load_text("a\x00b")
     with pytest.raises(InputError, match="must be a str"):
         load_text(3.5)
+
+
+def _bomb_png(size):
+    buf = io.BytesIO()
+    Image.new("1", size).save(buf, "PNG")  # 1-bit and constant: a few KB on disk
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size,reason", [
+    ((2, 1_000_000), r"2x1000000 pixels is too elongated \(aspect 5e\+05, at most 20"),
+    ((12_000, 12_000), r"12000x12000 = 144000000 pixels is too large \(at most 64000000"),
+])
+def test_image_bombs_are_refused_from_the_header(tmp_path, size, reason):
+    import time
+
+    data = _bomb_png(size)
+    assert len(data) < 100_000
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    start = time.perf_counter()
+    for item in (data, path):
+        with pytest.raises(InputError, match=reason) as info:
+            load_image(item)
+        assert ("bomb.png" if item is path else f"<{len(data)} bytes>") in str(info.value)
+    with pytest.raises(InputError, match=reason):
+        ImageTokenizer(size=16)([data])
+    assert time.perf_counter() - start < 2.0  # the pixels are never decoded
+
+
+def test_image_limits_are_options():
+    from mmenc.builtin import image as image_module
+
+    wide = Image.new("RGB", (300, 10))
+    assert load_image(wide, image_module.ImageLimits(max_aspect=30)).size == (300, 10)
+    with pytest.raises(InputError, match="aspect 30"):
+        load_image(wide)
+    with pytest.raises(InputError, match="at most 2000, ImageLimits.max_pixels"):
+        load_image(wide, image_module.ImageLimits(max_pixels=2000))

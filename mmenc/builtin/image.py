@@ -4,11 +4,19 @@ Conversion rules: every image becomes 8-bit RGB. Grayscale, palette and CMYK ima
 converted; images with transparency are composited on white. Images smaller than 2x2 pixels,
 unreadable or truncated files, and images over Pillow's decompression-bomb limit are refused
 with an :class:`~mmenc.errors.InputError` naming the file.
+
+Cost caps (:class:`ImageLimits`): an image of more than ``max_pixels`` pixels or with a long
+side more than ``max_aspect`` times its short side is refused, from the size in the file's
+header, before it is decoded (a 3 KB PNG can declare 2 x 1,000,000 pixels, which the
+shortest-side resize would turn into 224 x 112,000,000). The caps in force are :data:`LIMITS`;
+pass ``limits=`` to :func:`load_image` or replace ``mmenc.builtin.image.LIMITS``.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +31,67 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_image(item: object) -> Any:
-    """Read and validate one image (a path, bytes or a PIL image) as an RGB PIL image."""
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image may cost; beyond a cap it is refused with an ``InputError``.
+
+    Args:
+        max_pixels: most pixels (width x height; 8000 x 8000 by default, 192 MB as RGB).
+        max_aspect: largest ratio of the long side to the short side.
+    """
+
+    max_pixels: int = 64_000_000
+    max_aspect: float = 20.0
+
+
+LIMITS = ImageLimits()
+"""The caps :func:`load_image` applies when it is given none."""
+
+
+def _check_size(label: object, size: tuple[int, int], limits: ImageLimits) -> None:
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise InputError(label, f"image of {width}x{height} = {width * height} pixels is too "
+                                f"large (at most {limits.max_pixels}, ImageLimits.max_pixels)")
+    if min(size) < 2:
+        raise InputError(label, f"image of {width}x{height} pixels is too small")
+    if max(size) > limits.max_aspect * min(size):
+        raise InputError(label, f"image of {width}x{height} pixels is too elongated (aspect "
+                                f"{max(size) / min(size):.4g}, at most {limits.max_aspect:g}, "
+                                "ImageLimits.max_aspect)")
+
+
+def load_image(item: object, limits: ImageLimits | None = None) -> Any:
+    """Read and validate one image (a path, bytes or a PIL image) as an RGB PIL image.
+
+    ``limits`` (default :data:`LIMITS`) is checked on the header's size before decoding.
+    """
+    from PIL import Image
+
+    limits = LIMITS if limits is None else limits
+    with warnings.catch_warnings():  # Pillow warns at 89 MP; the caps above decide instead
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _open(item, limits)
+    return to_rgb(image)
+
+
+def _open(item: object, limits: ImageLimits) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     label: object = item
     try:
         if isinstance(item, Image.Image):
             image = item
+            _check_size(label, image.size, limits)
             image.load()
         elif isinstance(item, bytes | bytearray):
             label = f"<{len(item)} bytes>"
-            image = Image.open(io.BytesIO(bytes(item)))
+            image = Image.open(io.BytesIO(bytes(item)))  # lazy: reads the header only
+            _check_size(label, image.size, limits)
             image.load()
         elif isinstance(item, str | Path):
             with Image.open(item) as opened:
+                _check_size(label, opened.size, limits)
                 opened.load()
                 image = opened.copy()
         else:
@@ -53,9 +107,7 @@ def load_image(item: object) -> Any:
         raise InputError(label, "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(label, f"unreadable or truncated image ({exc})") from None
-    if min(image.size) < 2:
-        raise InputError(label, f"image of {image.size[0]}x{image.size[1]} pixels is too small")
-    return to_rgb(image)
+    return image
 
 
 def to_rgb(image: Any) -> Any:
