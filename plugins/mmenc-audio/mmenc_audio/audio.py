@@ -166,6 +166,7 @@ def load_audio(item: object, limits: AudioLimits | None = None) -> np.ndarray:
         a 1-D float32 numpy array of mono samples at 16 kHz, at least :data:`WINDOW` long.
     """
     limits = LIMITS if limits is None else limits
+    rate: float
     if isinstance(item, str | os.PathLike):
         label: object = item
         if not Path(item).is_file():

@@ -184,6 +184,6 @@ def patches_for(samples: int, num_mel_bins: int = 128, patch: int = 16) -> int:
     return (frames_for(samples) // patch) * (num_mel_bins // patch)
 
 
-__all__ = ["DEFAULT_MAX_SECONDS", "FBANK_MEAN", "FBANK_STD", "FbankPatchTokenizer", "build_tokenizer", "fbank",
-           "frames_for", "min_samples", "official_padding_mask", "patches_for", "preprocess",
-           "to_patches"]
+__all__ = ["DEFAULT_MAX_SECONDS", "FBANK_MEAN", "FBANK_STD", "FbankPatchTokenizer",
+           "build_tokenizer", "fbank", "frames_for", "min_samples", "official_padding_mask",
+           "patches_for", "preprocess", "to_patches"]
