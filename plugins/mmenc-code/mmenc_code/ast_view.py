@@ -13,19 +13,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-GRAMMARS = {"python": "tree_sitter_python"}
+# grammar name (a tokenizer's ``lang``, saved in config.json) -> its tree-sitter package; a
+# name read from a file is looked up here, never turned into an import path
+GRAMMARS = {lang: f"tree_sitter_{lang}"
+            for lang in ("python", "java", "javascript", "go", "ruby", "php")}
 
 
 @lru_cache(maxsize=None)
 def language(name: str = "python") -> Any:
-    """The tree-sitter ``Language`` of a grammar package (``tree-sitter-<name>``)."""
+    """The tree-sitter ``Language`` of a grammar package (``tree-sitter-<name>``).
+
+    Raises:
+        ValueError: ``name`` is not in :data:`GRAMMARS`, or its package is not installed.
+    """
     import importlib
 
     import tree_sitter
 
-    module_name = GRAMMARS.get(name, f"tree_sitter_{name.replace('-', '_')}")
+    if not isinstance(name, str) or name not in GRAMMARS:
+        raise ValueError(f"no tree-sitter grammar {name!r} (known: {', '.join(GRAMMARS)})")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(GRAMMARS[name])
     except ImportError:
         raise ValueError(f"no tree-sitter grammar for {name!r}: pip install "
                          f"tree-sitter-{name}") from None
@@ -41,6 +49,14 @@ def markers(lang: str = "python") -> list[str]:
     return sorted(f"<{k},{side}>" for k in kinds for side in ("left", "right"))
 
 
+class TooDeep(ValueError):
+    """A syntax tree nested deeper than the depth :func:`flatten` was allowed."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(f"syntax tree nested deeper than {max_depth} levels")
+        self.max_depth = max_depth
+
+
 @dataclass(frozen=True)
 class Flattened:
     """A flattened tree: its tokens, and how many ``ERROR`` / ``MISSING`` nodes it holds."""
@@ -50,17 +66,24 @@ class Flattened:
     missing: int
 
 
-def flatten(code: str, lang: str = "python") -> Flattened:
-    """Flatten the syntax tree of ``code`` (iteratively: deep trees do not recurse)."""
+def flatten(code: str, lang: str = "python", max_depth: int | None = None) -> Flattened:
+    """Flatten the syntax tree of ``code`` (iteratively: deep trees do not recurse).
+
+    Raises:
+        TooDeep: a node lies more than ``max_depth`` levels below the root (the walk stops
+            there: its cost is bounded by the depth, not by the whole tree).
+    """
     import tree_sitter
 
     parser = tree_sitter.Parser(language(lang))
     tree = parser.parse(code.encode("utf-8"))
     tokens: list[str] = []
     errors = missing = 0
-    stack: list[tuple[Any, bool]] = [(tree.root_node, False)]
+    stack: list[tuple[Any, bool, int]] = [(tree.root_node, False, 0)]
     while stack:
-        node, closing = stack.pop()
+        node, closing, depth = stack.pop()
+        if max_depth is not None and depth > max_depth:
+            raise TooDeep(max_depth)
         if closing:
             tokens.append(f"<{node.type},right>")
             continue
@@ -77,11 +100,11 @@ def flatten(code: str, lang: str = "python") -> Flattened:
             continue
         if not node.is_named and node.type != "ERROR":
             # an anonymous node with children (rare): keep its children only
-            stack.extend((child, False) for child in reversed(node.children))
+            stack.extend((child, False, depth + 1) for child in reversed(node.children))
             continue
         tokens.append(f"<{node.type},left>")
-        stack.append((node, True))
-        stack.extend((child, False) for child in reversed(node.children))
+        stack.append((node, True, depth))
+        stack.extend((child, False, depth + 1) for child in reversed(node.children))
     return Flattened(tokens, errors, missing)
 
 

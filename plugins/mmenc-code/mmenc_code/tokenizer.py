@@ -14,6 +14,12 @@ mode                 ids                                          attention
 (``L`` = ``max_length``; the decoder-only body keeps its *end*, the context of a completion.)
 A decoder-only batch carries ``extras["prefix_len"] = 0`` so the model attends causally.
 
+Cost caps: before BPE (whose cost grows faster than the length of one long word: a 1 MB line
+took 13 s) an item is cut to ``max_length * chars_per_token`` characters, its start (its end in
+the decoder-only mode), more than the window can use; the ``ast`` view cuts the code so before
+parsing, and refuses a tree nested deeper than ``max_depth`` with an ``InputError`` (Python
+itself stops at 200 nested brackets). ``stats["cut"]`` counts the items cut.
+
 Vocabularies come from an official folder (``vocab.json`` + ``merges.txt``), from a saved
 ``tokenizer.json``, from :func:`train_bpe` on a corpus, or (``kind: bytes``) from the bytes alone
 (no merges) for tiny models. The three views of a fragment share one vocabulary: ``code`` and
@@ -38,6 +44,11 @@ SENTINELS = tuple(f"<mask{i}>" for i in range(16))
 VIEWS = {"unixcoder": ("code", "code"), "unixcoder-text": ("text", "text"),
          "unixcoder-ast": ("ast", "ast")}
 FILE = "tokenizer-unixcoder.json"
+CHARS_PER_TOKEN = 32
+"""Characters kept per position of the window before BPE (byte-level BPE tokens of code are
+rarely longer than 16 characters)."""
+MAX_AST_DEPTH = 1000
+"""Deepest syntax tree the ``ast`` view flattens."""
 
 
 def _added(token: str) -> Any:
@@ -125,19 +136,29 @@ class UniXcoderTokenizer:
         max_length: the longest sequence, prefix included.
         lang: the grammar of the ``ast`` view.
         name: the catalogue name (``unixcoder``, ``unixcoder-text``, ``unixcoder-ast``).
+        chars_per_token: items are cut to ``max_length * chars_per_token`` characters before
+            BPE (and before parsing, in the ``ast`` view).
+        max_depth: deepest syntax tree accepted by the ``ast`` view.
 
-    ``stats`` counts the items tokenized, those cut to ``max_length`` and (``ast`` view) those
-    whose tree holds syntax errors.
+    ``stats`` counts the items tokenized, those cut to ``max_length`` (``truncated``), those
+    cut in characters before BPE (``cut``) and (``ast`` view) those whose tree holds syntax
+    errors.
     """
 
     def __init__(self, tokenizer: Any, view: str = "code", mode: str = "<encoder-only>",
-                 max_length: int = 256, lang: str = "python", name: str = "unixcoder") -> None:
+                 max_length: int = 256, lang: str = "python", name: str = "unixcoder",
+                 chars_per_token: int = CHARS_PER_TOKEN,
+                 max_depth: int = MAX_AST_DEPTH) -> None:
         if mode not in MODES:
             raise ConfigError(f"unixcoder tokenizer: mode must be one of {MODES}, got {mode!r}")
         if view not in ("code", "text", "ast"):
             raise ConfigError(f"unixcoder tokenizer: view must be code, text or ast, got {view!r}")
         if not 5 < int(max_length):
             raise ConfigError(f"unixcoder tokenizer: max_length {max_length} leaves no body")
+        if int(chars_per_token) < 1 or int(max_depth) < 1:
+            raise ConfigError(f"unixcoder tokenizer: chars_per_token ({chars_per_token}) and "
+                              f"max_depth ({max_depth}) must be positive")
+        self.chars_per_token, self.max_depth = int(chars_per_token), int(max_depth)
         self.tokenizer = tokenizer
         self.modality, self.view, self.mode = view, view, mode
         self.max_length, self.lang, self.name = int(max_length), lang, name
@@ -166,21 +187,36 @@ class UniXcoderTokenizer:
         """The strings BPE sees: the loaded items, or their flattened trees."""
         from mmenc.builtin.text import load_text
 
-        from mmenc_code.modality import load_code
+        from mmenc_code.modality import _label, load_code
 
         if self.view == "text":
-            return [load_text(x) for x in items]
-        codes = [load_code(x) for x in items]
+            return [self.cut(load_text(x)) for x in items]
+        codes = [self.cut(load_code(x)) for x in items]
         if self.view == "code":
             return codes
-        from mmenc_code.ast_view import flatten
+        from mmenc.errors import InputError
+
+        from mmenc_code.ast_view import TooDeep, flatten
 
         out = []
-        for code in codes:
-            flat = flatten(code, self.lang)
+        for item, code in zip(items, codes, strict=True):
+            try:
+                flat = flatten(code, self.lang, self.max_depth)
+            except TooDeep as exc:
+                raise InputError(_label(item), f"{exc} (the unixcoder-ast tokenizer's "
+                                               "max_depth)") from None
             self.stats["syntax_errors"] += bool(flat.errors or flat.missing)
             out.append(" ".join(flat.tokens))
         return out
+
+    def cut(self, text: str) -> str:
+        """``text`` cut to ``max_length * chars_per_token`` characters: its start, or its end in
+        the decoder-only mode (counted in ``stats["cut"]``)."""
+        keep = self.max_length * self.chars_per_token
+        if len(text) <= keep:
+            return text
+        self.stats["cut"] += 1
+        return text[-keep:] if self.mode == "<decoder-only>" else text[:keep]
 
     def body_ids(self, items: list[object]) -> list[list[int]]:
         """Token ids of each item without the mode prefix, untruncated."""
@@ -232,7 +268,8 @@ class UniXcoderTokenizer:
 
     def config(self) -> dict[str, Any]:
         return {"tokenizer": self.name, "kind": "bpe", "file": self.file, "mode": self.mode,
-                "max_length": self.max_length, "lang": self.lang}
+                "max_length": self.max_length, "lang": self.lang,
+                "chars_per_token": self.chars_per_token, "max_depth": self.max_depth}
 
     def save(self, directory: str) -> None:
         self.tokenizer.save(str(Path(directory) / self.file))
@@ -264,7 +301,9 @@ def build(name: str, config: dict[str, Any], directory: Path | None) -> Any:
     view = VIEWS[name][1]
     options = {"mode": config.get("mode", "<encoder-only>"),
                "max_length": int(config.get("max_length", 256)),
-               "lang": config.get("lang", "python")}
+               "lang": config.get("lang", "python"),
+               "chars_per_token": int(config.get("chars_per_token", CHARS_PER_TOKEN)),
+               "max_depth": int(config.get("max_depth", MAX_AST_DEPTH))}
     if kind == "none":
         return NoCodeTokenizer(name, int(config.get("pad_id", 1)))
     file = Path(str(config.get("file", FILE)))  # relative to directory, or absolute
