@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from mmenc.errors import InputError
-from mmenc.retrieval.metrics import retrieval_metrics
+from mmenc.retrieval.metrics import chance_recall, retrieval_metrics
 from mmenc.retrieval.search import encode_robust
 from mmenc.retrieval.store import sha256_file
 
@@ -263,6 +263,7 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
         "gallery_modality": gallery_modality,
         "metrics": {forward: retrieval_metrics(scores, rel),
                     backward: retrieval_metrics(scores_back, rel.T)},
+        "chance": {forward: chance_recall(rel), backward: chance_recall(rel.T)},
         "counts": {"pairs": len(pairs), "links": int(rel.sum()),
                    f"{labels[0]}_items": len(items_a), f"{labels[1]}_items": len(items_b),
                    "skipped_items": dict(skipped)},
@@ -300,40 +301,87 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
 
 
 # -- report and plot --------------------------------------------------------------------------
-def plot_recall(report: dict[str, Any], path: str | Path, ks: tuple[int, ...] = (1, 5, 10)
-                ) -> Path:
-    """An R@K bar chart: one group per K, one bar per direction (and per re-ranked direction)."""
+Baselines = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def recall_figure(report: dict[str, Any], ks: tuple[int, ...] = (1, 5, 10),
+                  baselines: Baselines | None = None) -> Any:
+    """The R@K chart of a report as a matplotlib ``Figure`` (Agg, no pyplot state).
+
+    One group per K, one bar per direction (and per re-ranked direction); each baseline
+    (``report["baselines"]`` and ``baselines``: name -> direction -> metrics) as hatched bars
+    beside them; chance (``report["chance"]``) as a dashed line across each bar.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    series = {d: m for d, m in report["metrics"].items()}
-    series.update({f"{d} (rerank)": m for d, m in report.get("metrics_rerank", {}).items()})
-    fig = Figure(figsize=(6.4, 4.0))
+    directions = list(report["metrics"])
+    # (label, metrics, hatch, direction)
+    series: list[tuple[str, Mapping[str, float], str | None, str]] = [
+        (d, m, None, d) for d, m in report["metrics"].items()]
+    series += [(f"{d} (rerank)", m, None, d)
+               for d, m in report.get("metrics_rerank", {}).items()]
+    every = {**report.get("baselines", {}), **(baselines or {})}
+    for name, by_direction in every.items():
+        series += [(f"{name}: {d}" if len(directions) > 1 else name, m, "//", d)
+                   for d, m in by_direction.items()]
+    fig = Figure(figsize=(7.2, 4.2))
     FigureCanvasAgg(fig)  # Agg without touching pyplot's global backend
     ax = fig.add_subplot()
     width = 0.8 / len(series)
-    for i, (name, metrics) in enumerate(series.items()):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ks))]
-        values = [metrics[f"R@{k}"] for k in ks]
-        bars = ax.bar(xs, values, width, label=name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    offsets = [(i - (len(series) - 1) / 2) * width for i in range(len(series))]
+    for i, ((name, metrics, hatch, _), off) in enumerate(zip(series, offsets, strict=True)):
+        xs = [j + off for j in range(len(ks))]
+        values = [metrics.get(f"R@{k}", float("nan")) for k in ks]
+        colour = f"C{i % 10}"
+        bars = ax.bar(xs, values, width, label=name, hatch=hatch, fill=hatch is None,
+                      color=colour if hatch is None else None, edgecolor=colour)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6)
+    chance = report.get("chance", {})
+    labelled = False
+    for (_, _, _, direction), off in zip(series, offsets, strict=True):
+        if direction not in chance:
+            continue
+        for j, k in enumerate(ks):
+            ax.hlines(chance[direction][f"R@{k}"], j + off - width / 2, j + off + width / 2,
+                      colors="black", linestyles="--", linewidth=1.2,
+                      label="_chance" if labelled else "chance (random ranking)")
+            labelled = True
     ax.set_xticks(range(len(ks)), [f"R@{k}" for k in ks])
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("recall")
     ax.set_title(f"{report['model'].get('recipe', '')}: "
                  f"{report['query_modality']} <-> {report['gallery_modality']}")
     # below the axes: bars near 1.0 leave no free corner inside them
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
+    return fig
+
+
+def plot_recall(report: dict[str, Any], path: str | Path, ks: tuple[int, ...] = (1, 5, 10),
+                baselines: Baselines | None = None) -> Path:
+    """Save :func:`recall_figure` to ``path``."""
     path = Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    recall_figure(report, ks, baselines).savefig(path, dpi=120, bbox_inches="tight")
     return path
 
 
-def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+def write_report(report: dict[str, Any], out: str | Path,
+                 baselines: Baselines | None = None) -> dict[str, Path]:
     """``report.json`` and ``recall.png`` in ``out`` (the plot is left out, with a note in
-    the report, when matplotlib is missing)."""
+    the report, when matplotlib is missing).
+
+    Args:
+        report: an :func:`evaluate_retrieval` report.
+        out: the folder.
+        baselines: name -> direction -> metrics of other scorers on the same split; kept in
+            the report (``"baselines"``) and drawn on the chart next to chance.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if baselines:
+        report["baselines"] = {**report.get("baselines", {}),
+                               **{n: {d: dict(m) for d, m in b.items()}
+                                  for n, b in baselines.items()}}
     paths = {}
     try:
         paths["plot"] = plot_recall(report, out / "recall.png")

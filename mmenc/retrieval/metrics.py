@@ -58,3 +58,24 @@ def retrieval_metrics(scores: Tensor, relevant: Tensor, ks: tuple[int, ...] = (1
     out["mean_rank"] = float(first.mean())
     out["median_rank"] = float(first.median())
     return out
+
+
+def chance_recall(relevant: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """R@K of a random ranking: each query's chance that one of its ``r`` relevant items is
+    among ``K`` drawn from its ``g`` gallery items, ``1 - C(g-r, K) / C(g, K)``, averaged.
+
+    Inputs:
+        relevant: ``[q g]`` bool.
+    """
+    g = relevant.shape[1]
+    counts = relevant.sum(dim=1).tolist()  # r per query
+    out = {}
+    for k in ks:
+        miss = []
+        for r in counts:  # C(g-r, K) / C(g, K) as a product, exact for any gallery size
+            p = 1.0
+            for i in range(min(k, g)):
+                p *= max(0, g - r - i) / (g - i)
+            miss.append(p)
+        out[f"R@{k}"] = 1.0 - sum(miss) / len(miss) if miss else 0.0
+    return out

@@ -91,30 +91,64 @@ def _scalar_keys(row: dict[str, Any]) -> list[str]:
     return [k for k, v in row.items() if isinstance(v, int | float | str | None)]
 
 
+def progress_line(row: dict[str, Any], steps: int) -> str:
+    """One plain progress line for logs that are not a terminal (no ``\\r`` redraws)."""
+    parts = ", ".join(f"{k.split('/')[0]} {v:.4f}" for k, v in row.items()
+                      if k.endswith("/loss") and isinstance(v, int | float))
+    return (f"pretrain step {row['step']}/{steps}  loss {row['loss']:.4f}"
+            + (f" ({parts})" if parts else "")
+            + f"  {row.get('items_per_s', 0.0):.1f} items/s  skipped {row.get('skipped', 0)}")
+
+
+def loss_series(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """What the loss chart draws: the total, each objective's loss and each loss component an
+    objective logs (``vl/loss_itc``, ``vl/loss_itm``, ...), in the order they were logged.
+
+    An objective's loss that equals the total at every step (one objective of weight 1) is the
+    total's line again and is left out.
+    """
+    total = [float(r["loss"]) for r in rows]
+    series: dict[str, list[float]] = {"total": total}
+    keys = dict.fromkeys(k for r in rows for k in r
+                         if "/" in k and k.rsplit("/", 1)[1].split("_")[0] == "loss")
+    for key in keys:
+        values = [float(r.get(key, float("nan"))) for r in rows]
+        if key.endswith("/loss") and all(abs(v - t) <= 1e-6 * max(1.0, abs(t))
+                                         for v, t in zip(values, total, strict=True)):
+            continue
+        series[key] = values
+    return series
+
+
+def loss_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """The loss chart as a matplotlib ``Figure`` (Agg, without pyplot's global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in rows]
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, values in loss_series(rows).items():
+        component = not (key == "total" or key.endswith("/loss"))
+        ax.plot(steps, values, label=key, linewidth=2 if key == "total" else 1,
+                linestyle="--" if component else "-")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """Draw the total loss and each objective's loss against the step (matplotlib, Agg).
+    """Draw the total loss, each objective's loss and each logged loss component against the
+    step (:func:`loss_series`) into ``path``.
 
     Returns:
         ``path``, or None when there is nothing to draw.
     """
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, [r["loss"] for r in rows], label="total", linewidth=2)
-    for key in rows[-1]:
-        if key.endswith("/loss"):
-            ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=key, linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    loss_figure(rows).savefig(path)
     return path

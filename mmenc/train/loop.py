@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections import Counter
@@ -30,7 +31,7 @@ from mmenc.model import Encoder
 from mmenc.train import state
 from mmenc.train.config import ModelConfig, OptimConfig, TrainConfig, load_config
 from mmenc.train.data import Batcher, collate, make_stream
-from mmenc.train.logging import LOSS_PNG, MetricsLogger, plot_loss
+from mmenc.train.logging import LOSS_PNG, MetricsLogger, plot_loss, progress_line
 from mmenc.train.tasks import TrainModule, build_task
 
 
@@ -284,8 +285,11 @@ class _Run:
 
         self.setup(resume)
         cfg = self.cfg
+        show = self.main and cfg.progress
+        # a bar redrawn with \r makes a log file one huge line: plain lines when not a terminal
+        lines = show and not sys.stderr.isatty()
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="pretrain",
-                   disable=not (self.main and cfg.progress), dynamic_ncols=True)
+                   disable=not show or lines, dynamic_ncols=True)
         tick, items = time.perf_counter(), 0
         try:
             while self.step < cfg.steps:
@@ -304,6 +308,8 @@ class _Run:
                     tick, items = now, 0
                     if self.logger is not None:
                         self.logger.log(row)
+                    if lines:
+                        print(progress_line(row, cfg.steps), file=sys.stderr, flush=True)
                 if self.step % cfg.checkpoint.every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
         finally:
