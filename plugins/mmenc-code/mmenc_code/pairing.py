@@ -131,7 +131,23 @@ def evaluate(model: Any, paths: dict[str, Path], code_modality: str = "code",
     return {"docstring->code": doc["metrics"]["docstring->code"],
             "code->docstring": doc["metrics"]["code->docstring"],
             "function->function": fun["metrics"]["query->function"],
-            "counts": {"docstring": doc["counts"], "function": fun["counts"]}}
+            "counts": {"docstring": doc["counts"], "function": fun["counts"]},
+            "reports": {"docstring": doc, "function": fun}}
+
+
+def write_reports(rows: dict[str, Any], out: Path) -> dict[str, Path]:
+    """``report.json`` and ``recall.png`` per task under ``out/<task>/``: the first row's
+    report (the model trained here) with every other row drawn as a baseline. The full reports
+    are taken out of ``rows``."""
+    from mmenc.retrieval.evaluate import write_report
+
+    reports = {name: row.pop("reports") for name, row in rows.items()}
+    first = next(iter(reports))
+    written = {}
+    for task in ("docstring", "function"):
+        baselines = {name: r[task]["metrics"] for name, r in reports.items() if name != first}
+        written[task] = write_report(reports[first][task], out / task, baselines)["report"]
+    return written
 
 
 def shorter(model_dir: Path, modality: str, max_length: int, out: Path) -> Path:
@@ -186,9 +202,13 @@ def run(out: Path, scratch_steps: int, warm_steps: int = 0, minilm: Path | None 
     if minilm is not None:
         rows["MiniLM-L6, zero-shot"] = evaluate(load(minilm), paths, "text", "text")
     rows["BM25 (identifiers split)"] = evaluate(Bm25Scorer(), paths)
-    return {"task": "stdlib docstring -> function and function -> function (held-out modules)",
-            "train_functions": len(train), "test_functions": len(test),
-            "vocab_size": vocab_size, "runs": runs, "rows": rows}
+    charts = write_reports(rows, out / "retrieval")
+    summary = {"task": "stdlib docstring -> function and function -> function (held-out "
+               "modules)", "train_functions": len(train), "test_functions": len(test),
+               "vocab_size": vocab_size, "runs": runs, "rows": rows,
+               "reports": {task: str(path) for task, path in charts.items()}}
+    (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
 
 
 SCRATCH_STEPS, WARM_STEPS = 600, 40
