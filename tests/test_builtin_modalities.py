@@ -124,3 +124,20 @@ def test_image_limits_are_options():
         load_image(wide)
     with pytest.raises(InputError, match="at most 2000, ImageLimits.max_pixels"):
         load_image(wide, image_module.ImageLimits(max_pixels=2000))
+
+
+def test_text_caps():
+    import time
+
+    from mmenc.builtin import text as text_module
+
+    with pytest.raises(InputError, match=r"lone surrogate U\+DCE9 at character 3"):
+        load_text(b"caf\xe9".decode("utf-8", "surrogateescape"))
+    with pytest.raises(InputError, match=r"too long: 11 characters \(at most 10"):
+        load_text("x" * 11, text_module.TextLimits(max_chars=10))
+    tok = text_module.text_tokenizer({"kind": "bytes", "max_length": 16})
+    start = time.perf_counter()
+    batch = tok(["word " * 200_000, "short"])
+    assert time.perf_counter() - start < 2.0
+    assert tok.stats["cut"] == 1 and batch.ids.shape == (2, 16)
+    assert torch.equal(batch.ids[0], tok(["word " * 100]).ids[0])

@@ -1,11 +1,18 @@
 """The built-in ``text`` modality and its tokenizer (HF ``tokenizers``).
 
 An empty string is valid text: it tokenizes to the special tokens alone (``[CLS] [SEP]``).
+
+Cost caps (:class:`TextLimits`, in force: :data:`LIMITS`): a text longer than ``max_chars`` is
+refused; before BPE a text is cut to ``max_length * chars_per_token`` characters, more than the
+window can use (BPE's cost grows faster than the length of one long word).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +29,29 @@ EXAMPLES = [
 ]
 
 
-def load_text(item: object) -> str:
-    """Validate one text item: a ``str``, or UTF-8 ``bytes``; NUL characters are refused."""
+@dataclass(frozen=True)
+class TextLimits:
+    """What one text may cost.
+
+    Args:
+        max_chars: longest text accepted (longer: an ``InputError``).
+        chars_per_token: the tokenizer cuts a text to ``max_length * chars_per_token``
+            characters before BPE (counted in its ``stats["cut"]``).
+    """
+
+    max_chars: int = 4_000_000
+    chars_per_token: int = 32
+
+
+LIMITS = TextLimits()
+"""The caps in force (replace it to change them for every caller)."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def load_text(item: object, limits: TextLimits | None = None) -> str:
+    """Validate one text item: a ``str``, or UTF-8 ``bytes``; NUL characters, lone surrogates
+    (left by ``surrogateescape`` decoding) and texts over ``limits.max_chars`` are refused."""
+    limits = LIMITS if limits is None else limits
     if isinstance(item, bytes | bytearray):
         try:
             item = bytes(item).decode("utf-8")
@@ -33,6 +61,13 @@ def load_text(item: object) -> str:
         raise InputError(repr(item), f"text must be a str, got {type(item).__name__}")
     if "\x00" in item:
         raise InputError(repr(item[:40]), "contains NUL characters: binary data, not text")
+    if len(item) > limits.max_chars:
+        raise InputError(repr(item[:40]), f"too long: {len(item)} characters (at most "
+                                          f"{limits.max_chars}, TextLimits.max_chars)")
+    surrogate = _SURROGATE.search(item)
+    if surrogate:
+        raise InputError(repr(item[:40]), f"lone surrogate U+{ord(surrogate.group()):04X} at "
+                                          f"character {surrogate.start()}: not valid Unicode")
     return item
 
 
@@ -100,6 +135,7 @@ class TextTokenizer:
             self._clean = resolve(clean)
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
+        self.stats: Counter[str] = Counter()
 
     @property
     def vocab_size(self) -> int:
@@ -109,6 +145,9 @@ class TextTokenizer:
         texts = [load_text(t) for t in items]
         if self._clean is not None:
             texts = [self._clean(t) for t in texts]
+        keep = self.max_length * LIMITS.chars_per_token
+        self.stats["cut"] += sum(len(t) > keep for t in texts)
+        texts = [t[:keep] for t in texts]
         encodings = self.tokenizer.encode_batch(texts)
         n = max(len(e.ids) for e in encodings)
         ids = torch.full((len(texts), n), self.pad_id, dtype=torch.long)
