@@ -7,6 +7,11 @@ thousands of tracks are refused with an :class:`~mmenc.errors.InputError` naming
 the reason instead of reaching the C++ parser. After parsing, scores without notes and scores
 whose events lie absurdly far in time are refused as well.
 
+The cost caps are the fields of :class:`MidiLimits` (bytes, tracks, notes, tempo / meter
+events, latest tick in quarter notes); the caps in force are :data:`LIMITS`: pass ``limits=`` to
+:func:`load_midi` or replace ``mmenc_midi.midi.LIMITS`` to change them for every caller. The
+tokenizers bound what they tokenize by their window (:mod:`mmenc_midi.tokenizers`).
+
 Batch jobs use :func:`load_many`, which skips bad files and counts them by reason.
 """
 
@@ -22,23 +27,50 @@ from typing import Any
 
 from mmenc.errors import InputError
 
-MAX_BYTES = 64 * 1024 * 1024
-"""Largest file accepted (64 MiB; real MIDI files are rarely above a few MiB)."""
-MAX_TRACKS = 512
-"""Most tracks accepted (General MIDI needs 16; type-1 files above a few hundred are broken)."""
-MAX_QUARTERS = 500_000
-"""Latest event accepted, in quarter notes (about 70 hours at 120 bpm)."""
-MAX_NOTES = 2_000_000
-"""Most notes accepted in one file."""
+
+@dataclass(frozen=True)
+class MidiLimits:
+    """What one MIDI item may cost; beyond a cap it is refused with an ``InputError``.
+
+    Args:
+        max_bytes: largest file (real MIDI files are rarely above a few MiB).
+        max_tracks: most tracks (General MIDI needs 16; type-1 files above a few hundred are
+            broken).
+        max_quarters: latest note end, in quarter notes (500,000: about 70 hours at 120 bpm).
+        max_notes: most notes in one item.
+        max_meta_events: most tempo, time-signature and key-signature changes together.
+    """
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_tracks: int = 512
+    max_quarters: int = 500_000
+    max_notes: int = 2_000_000
+    max_meta_events: int = 100_000
+
+
+LIMITS = MidiLimits()
+"""The caps :func:`load_midi` applies when it is given none."""
+MAX_BYTES = LIMITS.max_bytes
+MAX_TRACKS = LIMITS.max_tracks
+MAX_QUARTERS = LIMITS.max_quarters
+MAX_NOTES = LIMITS.max_notes
 
 
 def _label(item: object) -> str:
     if isinstance(item, bytes | bytearray | memoryview):
         return f"<{len(item)} bytes>"
+    if hasattr(item, "note_num") and hasattr(item, "tracks"):
+        return f"<symusic.Score of {item.note_num()} notes>"
     return str(item)
 
 
-def check_smf_structure(data: bytes, label: str) -> tuple[int, int, int]:
+def item_label(item: object) -> str:
+    """How an error names a MIDI item: its path, ``<N bytes>`` or ``<symusic.Score of N notes>``."""
+    return _label(item)
+
+
+def check_smf_structure(data: bytes, label: str,
+                        limits: MidiLimits | None = None) -> tuple[int, int, int]:
     """Check the chunk layout of a Standard MIDI File without parsing its events.
 
     Returns:
@@ -46,10 +78,12 @@ def check_smf_structure(data: bytes, label: str) -> tuple[int, int, int]:
     Raises:
         InputError: empty, not MIDI, truncated, too many tracks, bad division, ...
     """
+    limits = LIMITS if limits is None else limits
     if not data:
         raise InputError(label, "empty file")
-    if len(data) > MAX_BYTES:
-        raise InputError(label, f"too large: {len(data)} bytes (at most {MAX_BYTES})")
+    if len(data) > limits.max_bytes:
+        raise InputError(label, f"too large: {len(data)} bytes (at most {limits.max_bytes}, "
+                                "MidiLimits.max_bytes)")
     if data[:4] != b"MThd":
         raise InputError(label, "not a MIDI file (no MThd header)")
     if len(data) < 14:
@@ -62,8 +96,9 @@ def check_smf_structure(data: bytes, label: str) -> tuple[int, int, int]:
         raise InputError(label, f"unknown MIDI format {fmt}")
     if ntracks == 0:
         raise InputError(label, "the header declares no tracks")
-    if ntracks > MAX_TRACKS:
-        raise InputError(label, f"{ntracks} tracks (at most {MAX_TRACKS})")
+    if ntracks > limits.max_tracks:
+        raise InputError(label, f"{ntracks} tracks (at most {limits.max_tracks}, "
+                                "MidiLimits.max_tracks)")
     if division & 0x8000:
         raise InputError(label, "SMPTE time division is not supported")
     if division == 0:
@@ -85,17 +120,23 @@ def check_smf_structure(data: bytes, label: str) -> tuple[int, int, int]:
     return fmt, ntracks, division
 
 
-def _check_score(score: Any, label: str) -> Any:
+def _check_score(score: Any, label: str, limits: MidiLimits) -> Any:
     tpq = int(score.ticks_per_quarter)
     if tpq <= 0:
         raise InputError(label, f"invalid ticks per quarter {tpq}")
-    if len(score.tracks) > MAX_TRACKS:
-        raise InputError(label, f"{len(score.tracks)} tracks (at most {MAX_TRACKS})")
+    if len(score.tracks) > limits.max_tracks:
+        raise InputError(label, f"{len(score.tracks)} tracks (at most {limits.max_tracks}, "
+                                "MidiLimits.max_tracks)")
     notes = score.note_num()
     if notes == 0:
         raise InputError(label, "no notes")
-    if notes > MAX_NOTES:
-        raise InputError(label, f"{notes} notes (at most {MAX_NOTES})")
+    if notes > limits.max_notes:
+        raise InputError(label, f"{notes} notes (at most {limits.max_notes}, "
+                                "MidiLimits.max_notes)")
+    meta = len(score.tempos) + len(score.time_signatures) + len(score.key_signatures)
+    if meta > limits.max_meta_events:
+        raise InputError(label, f"{meta} tempo, meter and key changes (at most "
+                                f"{limits.max_meta_events}, MidiLimits.max_meta_events)")
     for track in score.tracks:
         if len(track.notes) == 0:
             continue
@@ -104,18 +145,20 @@ def _check_score(score: Any, label: str) -> Any:
         if int(start.min()) < 0 or int(duration.min()) < 0:
             raise InputError(label, "negative note times or durations")
         latest = int(start.max()) + int(duration.max())
-        if latest > MAX_QUARTERS * tpq:
+        if latest > limits.max_quarters * tpq:
             raise InputError(label, f"absurd tick values: a note ends at tick {latest} "
-                                    f"({latest // tpq} quarter notes at {tpq} ticks/quarter)")
+                                    f"({latest // tpq} quarter notes at {tpq} ticks/quarter; "
+                                    f"at most {limits.max_quarters}, MidiLimits.max_quarters)")
     return score
 
 
-def load_midi(item: object) -> Any:
+def load_midi(item: object, limits: MidiLimits | None = None) -> Any:
     """Read and validate one MIDI item.
 
     Inputs:
         item: a path, the file's bytes, or a ``symusic.Score`` (quarter / second time is
             converted to ticks).
+        limits: the cost caps (default :data:`LIMITS`).
     Returns:
         a ``symusic.Score`` in tick time with at least one note.
     Raises:
@@ -123,10 +166,11 @@ def load_midi(item: object) -> Any:
     """
     from symusic import Score
 
+    limits = LIMITS if limits is None else limits
     if isinstance(item, Score):
         if "Tick" not in str(item.ttype):
             item = item.to("tick")  # a score in quarter or second time
-        return _check_score(item, "<symusic.Score>")
+        return _check_score(item, "<symusic.Score>", limits)
     if isinstance(item, str | os.PathLike):
         label = str(item)
         path = Path(item)
@@ -134,8 +178,9 @@ def load_midi(item: object) -> Any:
             if path.exists() and not path.is_dir() and not path.is_file():
                 raise InputError(label, "not a regular file (a device, pipe or socket)")
             size = path.stat().st_size
-            if size > MAX_BYTES:
-                raise InputError(label, f"too large: {size} bytes (at most {MAX_BYTES})")
+            if size > limits.max_bytes:
+                raise InputError(label, f"too large: {size} bytes (at most {limits.max_bytes}, "
+                                        "MidiLimits.max_bytes)")
             data = path.read_bytes()
         except FileNotFoundError:
             raise InputError(label, "file not found") from None
@@ -148,13 +193,13 @@ def load_midi(item: object) -> Any:
     else:
         raise InputError(repr(item)[:60], "expected a path, bytes or a symusic.Score, got "
                                           f"{type(item).__name__}")
-    check_smf_structure(data, label)
+    check_smf_structure(data, label, limits)
     try:
         score = Score.from_midi(data)
     except Exception as exc:  # symusic raises RuntimeError / ValueError for malformed events
         raise InputError(label, f"unreadable MIDI events ({type(exc).__name__}: "
                                 f"{str(exc)[:120]})") from None
-    return _check_score(score, label)
+    return _check_score(score, label, limits)
 
 
 @dataclass

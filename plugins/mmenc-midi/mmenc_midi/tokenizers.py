@@ -25,6 +25,15 @@ the meter in effect at the note), 4/4 and 120 bpm until the first change, drums 
 128 with pitches 128 + p, durations in 8 octaves of 16 steps, velocities in steps of 4, tempi in
 12 steps per octave from 16 to 256 bpm; rows sorted by all fields (duplicates kept); notes from
 bar 256 on are left out.
+
+Cost caps: loading is capped by :class:`mmenc_midi.midi.MidiLimits`; CP and Octuple are
+vectorised over the notes (linear), and Octuple drops bars from 256 on. REMI, which writes a
+token per bar even where nothing sounds, tokenizes only the part of the score its window can
+reach: the first ``max_len`` bars (at the longest meter of the score) and the notes up to the
+onset of note number ``max_len`` (with any notes sharing that onset); in a batch, a score with
+no note in that part is refused (a single note 125,000 bars in gave 250,000 tokens).
+``encode`` without ``windowed`` still gives every token (corpus jobs). Errors name the item
+(its path, ``<N bytes>`` or ``<symusic.Score of N notes>``).
 """
 
 from __future__ import annotations
@@ -131,8 +140,10 @@ def as_score(item: object) -> Any:
     return load_midi(item)
 
 
-def _label(score: Any) -> str:
-    return f"<score of {score.note_num()} notes>"
+def _label(item: Any) -> str:
+    from mmenc_midi.midi import item_label
+
+    return item_label(item)
 
 
 class CompoundTokenizer:
@@ -212,6 +223,7 @@ class CPTokenizer(CompoundTokenizer):
 
     def _notes(self, score: Any) -> dict[str, np.ndarray]:
         """MIDI-BERT's note order and quantisation; the notes that end up in bars."""
+        label = _label(score)
         score = as_score(score)
         if int(score.ticks_per_quarter) != CP_TPQ:
             score = score.resample(CP_TPQ, min_dur=0)
@@ -219,7 +231,7 @@ class CPTokenizer(CompoundTokenizer):
         keep = (t["pitch"] >= CP_PITCH_RANGE[0]) & (t["pitch"] <= CP_PITCH_RANGE[1])
         t = {k: v[keep] for k, v in t.items()}
         if len(t["start"]) == 0:
-            raise InputError(_label(score), "no notes in MIDI-BERT's pitch range 22..107")
+            raise InputError(label, "no notes in MIDI-BERT's pitch range 22..107")
         index = np.arange(len(t["start"]))
         by_start = np.lexsort((index, t["pitch"], t["track"], t["start"]))
         t = {k: v[by_start] for k, v in t.items()}
@@ -235,7 +247,7 @@ class CPTokenizer(CompoundTokenizer):
         inside = t["qstart"] < n_bars * CP_BAR
         t = {k: v[inside] for k, v in t.items()}
         if len(t["start"]) == 0:
-            raise InputError(_label(score), "no note starts inside a bar")
+            raise InputError(label, "no note starts inside a bar")
         return t
 
     def encode(self, score: Any) -> np.ndarray:
@@ -325,11 +337,12 @@ class OctupleTokenizer(CompoundTokenizer):
         return np.array(seg_start), np.array(seg_bar), np.array(seg_len)
 
     def encode(self, score: Any) -> np.ndarray:
+        label = _label(score)
         score = as_score(score)
         tpq = int(score.ticks_per_quarter)
         t = _note_table(score)
         if len(t["start"]) == 0:
-            raise InputError(_label(score), "no notes")
+            raise InputError(label, "no notes")
         start = np.rint(t["start"] * OCT_RES / tpq).astype(np.int64)
         end = np.rint(t["end"] * OCT_RES / tpq).astype(np.int64)
         ts_times, ts_ids = self._time_signatures(score, tpq)
@@ -354,7 +367,7 @@ class OctupleTokenizer(CompoundTokenizer):
                         axis=1)
         rows = rows[bar < OCT_MAX_BAR]
         if len(rows) == 0:
-            raise InputError(_label(score), f"no notes in the first {OCT_MAX_BAR} bars")
+            raise InputError(label, f"no notes in the first {OCT_MAX_BAR} bars")
         return rows[np.lexsort(rows.T[::-1])].astype(np.int64)  # sorted by all 8 columns
 
     def decode(self, tokens: np.ndarray | torch.Tensor) -> Any:
@@ -441,13 +454,37 @@ class RemiTokenizer:
     def __len__(self) -> int:
         return len(self.tokenizer)
 
-    def encode(self, score: Any) -> np.ndarray:
-        seq = self.tokenizer.encode(as_score(score))
+    def window(self, score: Any) -> Any:
+        """The part of a tick-time score that the first ``max_len`` tokens can come from:
+        every bar and every note gives at least one token, so bars from ``max_len`` on and
+        notes after the ``max_len``-th onset cannot reach the window."""
+        tpq = int(score.ticks_per_quarter)
+        longest_bar = max([4.0, *(4.0 * ts.numerator / max(ts.denominator, 1)
+                                  for ts in score.time_signatures)])
+        end = int(self.max_len * longest_bar * tpq) + 1
+        starts = np.sort(np.concatenate(
+            [track.notes.numpy()["time"] for track in score.tracks if len(track.notes)]
+            or [np.zeros(0, dtype=np.int64)]))
+        if len(starts) > self.max_len:
+            end = min(end, int(starts[self.max_len]) + 1)
+        return score if end > score.end() else score.clip(0, end, clip_end=False)
+
+    def encode(self, score: Any, windowed: bool = False) -> np.ndarray:
+        """Token ids of one item: all of them, or (``windowed``, as a batch takes them) those
+        of :meth:`window`, whose first ``max_len`` are the same."""
+        label = _label(score)
+        score = as_score(score)
+        if windowed:
+            score = self.window(score)
+            if score.note_num() == 0:
+                raise InputError(label, f"no notes in the first {self.max_len} bars (the "
+                                        "midi-remi tokenizer's max_len)")
+        seq = self.tokenizer.encode(score)
         if isinstance(seq, list):
             seq = seq[0]
         ids = np.asarray(seq.ids, dtype=np.int64)
         if len(ids) == 0:
-            raise InputError(_label(score), "REMI produced no tokens")
+            raise InputError(label, "REMI produced no tokens")
         return ids
 
     def decode(self, ids: np.ndarray | torch.Tensor) -> Any:
@@ -455,7 +492,7 @@ class RemiTokenizer:
         return self.tokenizer.decode(ids)
 
     def __call__(self, items: list[object]) -> TokenBatch:
-        rows = [self.encode(item)[:self.max_len] for item in items]
+        rows = [self.encode(item, windowed=True)[:self.max_len] for item in items]
         n = max(len(r) for r in rows)
         ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
         mask = torch.zeros(len(rows), n, dtype=torch.bool)

@@ -234,3 +234,84 @@ def test_scores_in_other_time_units_are_converted():
         assert "Tick" in str(again.ttype)
         assert again.tracks[0].notes.numpy()["time"].tolist() == \
             score.tracks[0].notes.numpy()["time"].tolist()
+
+
+# -- cost caps ------------------------------------------------------------------------------------
+def test_a_late_single_note_is_refused_not_tokenized_bar_by_bar(tmp_path):
+    """One note 125,000 bars in gave REMI 250,000 Bar tokens; a batch reaches max_len bars."""
+    import time
+
+    from mmenc_midi.tokenizers import RemiTokenizer
+
+    path = tmp_path / "late.mid"
+    path.write_bytes(make_score([(480 * 499_000, 480, 60, 80)]).dumps_midi())
+    assert path.stat().st_size < 100
+    remi = RemiTokenizer(max_len=256)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r"late.mid: no notes in the first 256 bars \(the "
+                                         r"midi-remi tokenizer's max_len\)"):
+        remi([path])
+    assert time.perf_counter() - start < 2.0
+
+
+def test_remi_tokenizes_only_what_its_window_can_use():
+    import time
+
+    from mmenc_midi.tokenizers import RemiTokenizer
+
+    rng = np.random.default_rng(0)
+    many = make_score([(i * 120, 240, int(p), 80)
+                       for i, p in enumerate(rng.integers(40, 90, 50_000))])
+    remi = RemiTokenizer(max_len=128)
+    start = time.perf_counter()
+    batch = remi([many])
+    assert time.perf_counter() - start < 2.0  # the whole file took about 9 s
+    assert batch.ids.shape == (1, 128)
+    chord = make_score([(480 * (i // 12), 480, 40 + (i % 12) * 3, 80) for i in range(400)],
+                       time_signature=(7, 4))
+    for score in (many.clip(0, 120 * 3000), chord, *map(load_midi, example_midi())):
+        for max_len in (16, 128, 1024):
+            tok = RemiTokenizer(max_len=max_len)
+            assert np.array_equal(tok([score]).ids[0][tok([score]).mask[0]].numpy(),
+                                  tok.encode(score)[:max_len])
+
+
+@pytest.mark.parametrize("name", ["midi-cp", "midi-octuple", "midi-remi"])
+def test_tokenizer_refusals_name_the_file(tmp_path, name):
+    from mmenc_midi.tokenizers import tokenizer_for
+
+    path = tmp_path / "high.mid"
+    if name == "midi-cp":  # no note in MIDI-BERT's pitch range
+        path.write_bytes(make_score([(0, 480, 120, 80)]).dumps_midi())
+    else:  # nothing before bar 256 (Octuple) or before max_len bars (REMI)
+        path.write_bytes(make_score([(480 * 4 * 3000, 480, 60, 80)]).dumps_midi())
+    with pytest.raises(InputError) as info:
+        tokenizer_for({"tokenizer": name})([path])
+    assert str(info.value).startswith(f"{path}: ")
+    with pytest.raises(InputError, match=r"^<\d+ bytes>: "):
+        tokenizer_for({"tokenizer": name})([path.read_bytes()])
+
+
+def test_midi_limits_are_options(tmp_path):
+    from symusic import Tempo
+
+    from mmenc_midi import midi
+    from mmenc_midi.midi import MidiLimits
+
+    data = make_score([(i * 240, 240, 60, 80) for i in range(20)]).dumps_midi()
+    with pytest.raises(InputError, match=r"20 notes \(at most 10, MidiLimits.max_notes\)"):
+        load_midi(data, MidiLimits(max_notes=10))
+    with pytest.raises(InputError, match=r"at most 100 quarter|MidiLimits.max_quarters"):
+        load_midi(make_score([(480 * 200, 480, 60, 80)]), MidiLimits(max_quarters=100))
+    with pytest.raises(InputError, match=r"too large: \d+ bytes \(at most 50, "):
+        load_midi(data, MidiLimits(max_bytes=50))
+    tempos = make_score([(0, 480, 60, 80)])
+    for i in range(30):
+        tempos.tempos.append(Tempo(i * 10, qpm=100.0 + i))
+    path = tmp_path / "tempi.mid"
+    path.write_bytes(tempos.dumps_midi())
+    with pytest.raises(InputError, match=r"tempi.mid: 32 tempo, meter and key changes \(at most "
+                                         r"20, MidiLimits.max_meta_events\)"):
+        load_midi(path, MidiLimits(max_meta_events=20))
+    assert load_midi(path).note_num() == 1
+    assert midi.LIMITS == MidiLimits()
