@@ -18,6 +18,18 @@ class PluginError(MmencError):
     """A plugin failed to import, raised in a hook or clashed with another plugin."""
 
 
+class TargetError(PluginError, ImportError):
+    """A registered ``"module:attr"`` target that cannot be imported: the module is missing,
+    fails while importing, or lacks the attribute. Names the target and its plugin."""
+
+    def __init__(self, message: str, target: str = "", plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.target, self.plugin = target, plugin
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class UnknownNameError(MmencError, KeyError):
     """A model, format, plugin or other catalogue name that is not registered."""
 

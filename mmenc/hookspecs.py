@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pluggy
 
 from mmenc.specs import (
+    CleanerSpec,
     CommandSpec,
     ConverterSpec,
     FusionSpec,
@@ -43,11 +44,12 @@ def mmenc_register_modalities(register: Callable[[ModalitySpec], None]) -> None:
 
 
 @hookspec
-def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None:
+def mmenc_register_tokenizers(register: Callable[[TokenizerSpec | CleanerSpec], None]) -> None:
     """Register tokenizers: raw items of one modality -> ``TokenBatch``.
 
     Called once when the catalogue is built, after modalities. ``register`` takes a
-    :class:`TokenizerSpec`; its modality may come from another plugin.
+    :class:`TokenizerSpec` (its modality may come from another plugin) or a
+    :class:`CleanerSpec` (a text cleaner that tokenizer configurations name by catalogue name).
     """
 
 
@@ -97,4 +99,4 @@ HOOKS: dict[str, str] = {
     "mmenc_register_commands": "command",
 }
 """Hook name -> the catalogue section its registrations go to (models also take converters
-and parity mappings)."""
+and parity mappings; tokenizers also take cleaners)."""

@@ -237,24 +237,53 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
-    """Load a model saved by :meth:`Encoder.save_pretrained` (or ``mmenc convert``)."""
+    """Load a model saved by :meth:`Encoder.save_pretrained` (or ``mmenc convert``).
+
+    Nothing in the folder is imported or called: ``config.json`` names catalogue entries only,
+    and its sizes are checked, first each against a bound, then the whole architecture built
+    on the ``meta`` device against the shapes in the weights' header, before anything is
+    allocated (:mod:`mmenc.trust`).
+    """
+    from copy import deepcopy
+
     from safetensors import SafetensorError, safe_open
 
     from mmenc.registry import catalogue
     from mmenc.specs import resolve
+    from mmenc.trust import build_skeleton, check_names, check_shapes, check_sizes, read_header
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory holding config.json and {WEIGHTS}")
     meta = read_config(path)
-    spec = catalogue().get("model", meta["recipe"])
+    config_file, weights = path / CONFIG, path / WEIGHTS
     try:
-        model: Encoder = resolve(spec.builder)(meta["config"], directory=path)
-        model.recipe = spec.name
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / CONFIG}: config does not fit recipe "
-                              f"{meta['recipe']!r} ({type(exc).__name__}: {exc})") from None
-    weights = path / WEIGHTS
+        spec = catalogue().get("model", meta["recipe"])
+    except UnknownNameError as exc:
+        raise CheckpointError(f"{config_file}: recipe: {exc}") from None
+    check_sizes(meta["config"], str(config_file))
+    check_names(meta["config"], str(config_file))
+    header = read_header(weights)
+    builder = resolve(spec.builder)
+
+    def build() -> Encoder:
+        try:
+            return builder(deepcopy(meta["config"]), directory=path)  # type: ignore[no-any-return]
+        except CheckpointError as exc:
+            message = str(exc)
+            raise CheckpointError(message if str(path) in message
+                                  else f"{config_file}: {message}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{config_file}: config does not fit recipe "
+                                  f"{meta['recipe']!r} ({type(exc).__name__}: {exc})") from None
+
+    skeleton = build_skeleton(build)
+    check_shapes(skeleton, header, weights, config_file)
+    if torch.get_default_device().type == "meta":  # a part of a model being checked: shapes only
+        skeleton.recipe = spec.name
+        return skeleton
+    model = build()
+    model.recipe = spec.name
     try:
         with safe_open(str(weights), framework="pt", device=str(map_location)) as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

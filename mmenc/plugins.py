@@ -31,7 +31,7 @@ BUILTIN = "mmenc"
 
 _ACCEPTS: dict[str, tuple[type, ...]] = {
     "mmenc_register_modalities": (SPEC_KINDS["modality"],),
-    "mmenc_register_tokenizers": (SPEC_KINDS["tokenizer"],),
+    "mmenc_register_tokenizers": (SPEC_KINDS["tokenizer"], SPEC_KINDS["cleaner"]),
     "mmenc_register_fusions": (SPEC_KINDS["fusion"],),
     "mmenc_register_objectives": (SPEC_KINDS["objective"],),
     "mmenc_register_models": (ModelSpec, ConverterSpec, ParitySpec),
@@ -136,7 +136,9 @@ class PluginLoader:
             self._check_hook_names(module)
             self.pm.register(module, name=source.name)
             specs = self._collect(source.name, record)
-        except Exception as exc:  # noqa: BLE001 - a plugin may raise anything
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, SystemExit too
             if self.strict:
                 raise
             record.status = "error"

@@ -131,3 +131,16 @@ def catalogue(refresh: bool = False) -> Catalogue:
         _CACHE["default"] = build_catalogue()
     return _CACHE["default"]
 
+
+def owner_of(target: str) -> str | None:
+    """The plugin that registered a spec pointing at ``target`` in the process's catalogue,
+    or None (no catalogue built yet, or no spec holds it). Only called to name the plugin in
+    an error: it never builds the catalogue."""
+    cat = _CACHE.get("default")
+    if cat is None:
+        return None
+    for kind in SPEC_KINDS:
+        for entry in cat.entries(kind):
+            if target in vars(entry.spec).values():
+                return entry.plugin.name
+    return None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mmenc.errors import SpecError
+from mmenc.errors import SpecError, TargetError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -22,13 +22,31 @@ Target = str | Callable[..., Any]
 
 
 def resolve(target: Target) -> Any:
-    """Import ``"module:attr"`` (attributes may be dotted) or return a callable as is."""
+    """Import ``"module:attr"`` (attributes may be dotted) or return a callable as is.
+
+    Only targets that plugin code registered reach this function: a string read from a file
+    names a catalogue entry, never a target (see docs/checkpoints.md, "Trust boundary").
+
+    Raises:
+        TargetError: the module cannot be imported (or fails while importing) or has no such
+            attribute; the message names the target and the plugin that registered it.
+    """
     if callable(target):
         return target
     module_name, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a broken plugin module may raise anything
+        from mmenc.registry import owner_of
+
+        owner = owner_of(target)
+        by = f" (registered by plugin {owner!r})" if owner else ""
+        raise TargetError(f"target {target!r}{by} cannot be loaded: "
+                          f"{type(exc).__name__}: {exc}", target=target, plugin=owner) from exc
     return obj
 
 
@@ -87,6 +105,29 @@ class TokenizerSpec:
         _check_name("tokenizer", self.name)
         _check_name("modality", self.modality)
         _check_target("tokenizer", self.name, self.factory)
+
+
+@dataclass(frozen=True)
+class CleanerSpec:
+    """A text cleaner a tokenizer configuration may name (``"clean": NAME``): a pipeline's
+    own normalisation applied to each text before tokenizing (ALBEF's caption cleaning).
+
+    A saved model names its cleaner by this catalogue name, never by import path.
+
+    Args:
+        name: catalogue name ("albef-caption").
+        target: ``"module:attr"`` of ``clean(text: str) -> str``; it may raise
+            :class:`mmenc.errors.InputError` for a text it refuses.
+        description: one line for listings.
+    """
+
+    name: str
+    target: Target
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("cleaner", self.name)
+        _check_target("cleaner", self.name, self.target)
 
 
 @dataclass(frozen=True)
@@ -240,6 +281,7 @@ class CommandSpec:
 SPEC_KINDS: dict[str, type] = {
     "modality": ModalitySpec,
     "tokenizer": TokenizerSpec,
+    "cleaner": CleanerSpec,
     "fusion": FusionSpec,
     "objective": ObjectiveSpec,
     "model": ModelSpec,

@@ -114,9 +114,10 @@ class TextTokenizer:
         max_length: longer texts are truncated (the special tokens are kept).
         pad_id: the pad token id.
         file: file name used when the tokenizer is saved with a model.
-        clean: ``"module:function"`` applied to each text first (a pipeline's own caption
-            cleaning, e.g. ALBEF's ``mmenc_vl.preprocess:albef_caption``); it may raise
-            :class:`mmenc.InputError` for a text it refuses.
+        clean: the catalogue name of a registered text cleaner applied to each text first (a
+            pipeline's own caption cleaning, e.g. ALBEF's ``albef-caption``); it may raise
+            :class:`mmenc.InputError` for a text it refuses. The import path of a registered
+            cleaner (older configurations) maps to its name; nothing else is accepted.
     """
 
     modality = "text"
@@ -127,12 +128,14 @@ class TextTokenizer:
         self.max_length = max_length
         self.pad_id = pad_id
         self.file = file
-        self.clean = clean
+        self.clean: str | None = None
         self._clean: Any = None
         if clean is not None:
             from mmenc.specs import resolve
+            from mmenc.trust import find_cleaner, registered_cleaners
 
-            self._clean = resolve(clean)
+            spec = find_cleaner(clean, registered_cleaners())
+            self.clean, self._clean = spec.name, resolve(spec.target)
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
         self.stats: Counter[str] = Counter()

@@ -304,6 +304,11 @@ def build(name: str, config: dict[str, Any], directory: Path | None) -> Any:
                "lang": config.get("lang", "python"),
                "chars_per_token": int(config.get("chars_per_token", CHARS_PER_TOKEN)),
                "max_depth": int(config.get("max_depth", MAX_AST_DEPTH))}
+    from mmenc_code.ast_view import GRAMMARS
+
+    if options["lang"] not in GRAMMARS:
+        raise CheckpointError(f"unixcoder tokenizer: lang {options['lang']!r} is not a known "
+                              f"grammar ({', '.join(GRAMMARS)})")
     if kind == "none":
         return NoCodeTokenizer(name, int(config.get("pad_id", 1)))
     file = Path(str(config.get("file", FILE)))  # relative to directory, or absolute

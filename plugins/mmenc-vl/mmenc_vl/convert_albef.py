@@ -227,7 +227,7 @@ def convert_albef(src: Path, vision_heads: int | None = None, text_heads: int | 
                          if k.endswith("embeddings.position_embeddings.weight"))
         text_tok = {"tokenizer": "text", **hf_tokenizer_config(tok_dir, positions - 2, 0)}
         if text_tok.get("kind") != "none":  # ALBEF cleans every caption before BERT's tokenizer
-            text_tok["clean"] = "mmenc_vl.preprocess:albef_caption"
+            text_tok["clean"] = "albef-caption"
         cfg = albef_config_from_state_dict(sd, {"text": text_tok}, vision_heads, text_heads,
                                            fusion_layer, image_size)
         converted = convert_albef_state_dict(sd, cfg)

@@ -7,9 +7,22 @@ from collections.abc import Callable
 from typing import Any
 
 from mmenc.hookspecs import hookimpl
-from mmenc.specs import ConverterSpec, FusionSpec, ModelSpec, ObjectiveSpec, ParitySpec
+from mmenc.specs import (
+    CleanerSpec,
+    ConverterSpec,
+    FusionSpec,
+    ModelSpec,
+    ObjectiveSpec,
+    ParitySpec,
+)
 
 _P = "mmenc_vl"
+
+
+@hookimpl
+def mmenc_register_tokenizers(register: Callable[[CleanerSpec], None]) -> None:
+    register(CleanerSpec("albef-caption", f"{_P}.preprocess:albef_caption",
+                         "ALBEF's pre_caption: lower-case, drop punctuation, first 30 words"))
 
 
 @hookimpl

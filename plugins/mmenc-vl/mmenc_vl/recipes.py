@@ -96,7 +96,7 @@ def vit_tower(dim: int, depth: int, heads: int, ffn_dim: int, image_size: int,
 # ALBEF.pth / ALBEF_4M.pth: ViT-B/16 at 256 px, BERT-base with fusion_layer 6, embed_dim 256
 ALBEF_BASE = albef_config(6, 6, 768, 12, 3072, vit_tower(768, 12, 12, 3072, 256, 16), 256,
                           text_tok={**text_tokenizer(510),
-                                    "clean": "mmenc_vl.preprocess:albef_caption"})
+                                    "clean": "albef-caption"})
 # without the pre-training heads so that every parameter takes part in embed / forward_fused
 ALBEF_TINY = albef_config(2, 2, 32, 2, 64, vit_tower(48, 2, 2, 96, 32, 8), 16,
                           vocab_size=261, max_length=64, text_tok=text_tokenizer(64),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mmenc
 import pytest
 import torch
@@ -70,9 +72,49 @@ def test_albef_tokenizer_cleans_captions_and_keeps_it_when_saved(tmp_path):
     assert torch.equal(tok(["A Dog, running!"]).ids, tok(["a dog running"]).ids)
     with pytest.raises(InputError, match="empty after ALBEF's cleaning"):
         tok(["?!"])
-    small = mmenc.create_model("albef-tiny", tokenizers={"text": {"clean":
-                                                         "mmenc_vl.preprocess:albef_caption"}})
+    small = mmenc.create_model("albef-tiny", tokenizers={"text": {"clean": "albef-caption"}})
     small.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["config"]["tokenizers"]["text"]["clean"] == "albef-caption"
     again = mmenc.load(tmp_path / "m").tokenizers["text"]
-    assert again.clean == "mmenc_vl.preprocess:albef_caption"
+    assert again.clean == "albef-caption"
     assert torch.equal(again(["Two CATS."]).ids, again(["two cats"]).ids)
+
+
+def _with_clean(folder, value):
+    path = folder / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["tokenizers"]["text"]["clean"] = value
+    path.write_text(json.dumps(meta))
+
+
+def test_a_saved_import_path_of_the_registered_cleaner_still_loads(tmp_path):
+    """Folders saved while cleaners were named by import path keep loading: the path of the
+    registered cleaner maps to its name, and the model saves the name from then on."""
+    import mmenc
+
+    mmenc.create_model("albef-tiny").save_pretrained(tmp_path / "m")
+    _with_clean(tmp_path / "m", "mmenc_vl.preprocess:albef_caption")
+    model = mmenc.load(tmp_path / "m")
+    tok = model.tokenizers["text"]
+    assert tok.clean == "albef-caption"
+    assert torch.equal(tok(["A Dog, running!"]).ids, tok(["a dog running"]).ids)
+    model.save_pretrained(tmp_path / "again")
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert saved["config"]["tokenizers"]["text"]["clean"] == "albef-caption"
+
+
+@pytest.mark.parametrize("value", ["mmenc_vl.preprocess:_RUNS.sub", "mmenc_vl.albef:build_albef",
+                                   "mmenc_vl_canary_module:albef_caption", "albef_caption"])
+def test_other_cleaner_strings_are_refused_without_importing(tmp_path, value):
+    import sys
+
+    import mmenc
+    from mmenc.errors import CheckpointError
+
+    mmenc.create_model("albef-tiny").save_pretrained(tmp_path / "m")
+    _with_clean(tmp_path / "m", value)
+    with pytest.raises(CheckpointError, match=r"config\.json: config\.tokenizers\.text\.clean: "
+                       r".*registered: .*albef-caption"):
+        mmenc.load(tmp_path / "m")
+    assert "mmenc_vl_canary_module" not in sys.modules

@@ -1,0 +1,196 @@
+"""The trust boundary of a model folder: what its ``config.json`` may name, and the sizes it
+may ask for.
+
+A model folder is data. Its configuration names catalogue entries (a recipe, tokenizers, a
+fusion, a text cleaner) by name only, and its sizes are checked before anything is built:
+each size against a bound, then the whole architecture, built on the ``meta`` device (no
+memory), against the tensor shapes in the header of ``model.safetensors`` (no tensor data is
+read). Only a configuration that fits its weights is built for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import Tensor, nn
+
+from mmenc.errors import CheckpointError, UnknownNameError
+from mmenc.specs import CleanerSpec
+
+M = TypeVar("M", bound=nn.Module)
+
+# key -> (smallest, largest) value of a size anywhere in a configuration. The bounds are far
+# above every published model and far below what exhausts a machine's memory on its own; sizes
+# that multiply each other are caught by comparing the built shapes with the weights.
+_WIDTH = (1, 1 << 16)
+_LENGTH = (1, 1 << 20)
+_VOCAB = (1, 1 << 21)
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "dim": _WIDTH, "ffn_dim": _WIDTH, "embed_dim": _WIDTH, "emb_dim": _WIDTH,
+    "code_dim": _WIDTH, "patch_dim": _WIDTH, "cross_dim": _WIDTH,
+    "depth": (1, 256), "heads": (1, 1024), "cross_every": (1, 1024),
+    "vocab_size": _VOCAB, "vocab_sizes": _VOCAB, "num_codes": _VOCAB,
+    "type_vocab_size": (0, 1 << 16),
+    "max_length": _LENGTH, "max_len": _LENGTH, "max_positions": _LENGTH,
+    "num_buckets": _LENGTH, "max_distance": _LENGTH, "queue_size": (0, _LENGTH[1]),
+    "image_size": (1, 1 << 14), "size": (1, 1 << 14), "patch_size": (1, 1 << 12),
+    "in_chans": (1, 64), "num_mel_bins": (1, 4096), "conv_pos": (0, 4096),
+    "conv_pos_groups": (1, 4096),
+}
+# the layers of all trunks together: building a skeleton costs time per layer
+MAX_TOTAL_DEPTH = 1024
+
+
+def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any, Mapping[str, Any] | None]]:
+    """(dotted path, key, value, the mapping holding it) of every entry, lists included."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield f"{path}.{key}", str(key), item, value
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield f"{path}[{i}]", "", item, None
+            yield from _walk(item, f"{path}[{i}]")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sizes(config: Mapping[str, Any], where: str) -> None:
+    """Every size in ``config`` is an integer within :data:`SIZE_BOUNDS`, and every ``dim``
+    divides by the ``heads`` beside it.
+
+    Raises:
+        CheckpointError: naming ``where`` (the file) and the key, e.g. ``config.towers.text.
+            trunk.heads``.
+    """
+    entries = list(_walk(config, "config"))
+    for path, key, value, _ in entries:
+        bounds = SIZE_BOUNDS.get(key)
+        if bounds is None or value is None or isinstance(value, Mapping):
+            continue
+        items = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
+        for i, item in items:
+            at = path if i is None else f"{path}[{i}]"
+            if not _is_int(item):
+                raise CheckpointError(f"{where}: {at}: a size must be an integer, got {item!r}")
+            low, high = bounds
+            if not low <= item <= high:
+                raise CheckpointError(f"{where}: {at}: {item} is outside {low}..{high}")
+    total = sum(value for _, key, value, _ in entries if key == "depth" and _is_int(value))
+    if total > MAX_TOTAL_DEPTH:
+        raise CheckpointError(f"{where}: config: its trunks have {total} layers in all, more "
+                              f"than {MAX_TOTAL_DEPTH}")
+    for path, key, value, parent in entries:
+        if key == "heads" and _is_int(value) and parent is not None \
+                and _is_int(parent.get("dim")) and parent["dim"] % value:
+            raise CheckpointError(f"{where}: {path}: dim {parent['dim']} does not divide into "
+                                  f"{value} heads")
+
+
+def find_cleaner(name: object, cleaners: Mapping[str, CleanerSpec]) -> CleanerSpec:
+    """The registered cleaner ``name``.
+
+    Configurations saved before cleaners had names hold the import path of a registered
+    cleaner (``"mmenc_vl.preprocess:albef_caption"``): such a string maps to the cleaner
+    registered with exactly that target. Any other string is unknown; nothing is imported.
+
+    Raises:
+        UnknownNameError: listing the registered cleaners.
+    """
+    if isinstance(name, str):
+        if name in cleaners:
+            return cleaners[name]
+        for spec in cleaners.values():
+            if isinstance(spec.target, str) and spec.target == name:
+                return spec
+    raise UnknownNameError("text cleaner", str(name), cleaners)
+
+
+def registered_cleaners() -> dict[str, CleanerSpec]:
+    from mmenc.registry import catalogue
+
+    cat = catalogue()
+    return {name: cat.get("cleaner", name) for name in cat.names("cleaner")}
+
+
+def check_names(config: Mapping[str, Any], where: str) -> None:
+    """Every text cleaner the tokenizer configurations name is registered.
+
+    Raises:
+        CheckpointError: naming ``where``, the key and the registered cleaners.
+    """
+    tokenizers = config.get("tokenizers")
+    if not isinstance(tokenizers, Mapping):
+        return
+    cleaners: dict[str, CleanerSpec] | None = None
+    for modality, tok in tokenizers.items():
+        if not isinstance(tok, Mapping) or tok.get("clean") is None:
+            continue
+        cleaners = registered_cleaners() if cleaners is None else cleaners
+        try:
+            find_cleaner(tok["clean"], cleaners)
+        except UnknownNameError:
+            choices = ", ".join(sorted(cleaners)) or "none"
+            raise CheckpointError(
+                f"{where}: config.tokenizers.{modality}.clean: {tok['clean']!r} is not a "
+                f"registered text cleaner (registered: {choices}); a model folder names "
+                "catalogue entries, never code") from None
+
+
+def read_header(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from the header of a safetensors file (no tensor data is read).
+
+    Raises:
+        CheckpointError: the file is missing or is not safetensors.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
+
+
+def check_shapes(model: nn.Module, header: Mapping[str, tuple[int, ...]], weights: Path,
+                 config_file: Path) -> None:
+    """Every tensor of ``model`` (usually built on the ``meta`` device) has the shape the
+    weights file holds for it; tied tensors may be stored once.
+
+    Raises:
+        CheckpointError: naming both files and listing the keys that do not fit.
+    """
+    saved = set(model.state_dict())
+    tensors: dict[str, Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    groups: dict[int | str, list[str]] = {}
+    for key in saved:
+        groups.setdefault(id(tensors[key]) if key in tensors else key, []).append(key)
+    missing = sorted(min(g) for g in groups.values() if not any(k in header for k in g))
+    unexpected = sorted(set(header) - saved)
+    misshaped = sorted(f"{k}: weights {header[k]} vs config {tuple(tensors[k].shape)}"
+                       for k in saved & set(header)
+                       if k in tensors and tuple(tensors[k].shape) != header[k])
+    problems = [f"{label}: {', '.join(keys[:6])}" + (f", ... ({len(keys)} in all)"
+                                                       if len(keys) > 6 else "")
+                for label, keys in (("mis-shaped", misshaped), ("missing", missing),
+                                    ("unexpected", unexpected)) if keys]
+    if problems:
+        raise CheckpointError(f"{config_file}: the configuration does not fit {weights} ("
+                              + "; ".join(problems) + ")")
+
+
+def build_skeleton(build: Callable[[], M]) -> M:
+    """``build()`` on the ``meta`` device: modules get shapes but no memory. A builder that
+    loads parts from sub-folders gets their skeletons (see :func:`mmenc.load`)."""
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*to a meta parameter.*is a no-op")
+        return build()

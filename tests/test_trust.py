@@ -1,0 +1,211 @@
+"""The trust boundary: a model folder, a config or a manifest names catalogue entries only, and
+its sizes are checked before anything is allocated.
+
+Each attack carries two canaries: a module whose import writes a file, and a shell command
+that writes a file if it ever runs. Neither file may appear, and the module is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmenc
+from mmenc.errors import CheckpointError, ConfigError, UnknownNameError
+
+CANARY = "mmenc_trust_canary"
+TOUCH = "touch canary.txt"
+
+
+@pytest.fixture
+def canary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory on ``sys.path`` holding a module whose import (or call) writes a file, and
+    the working directory of the test; returns where the canary files would appear."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / f"{CANARY}.py").write_text(
+        "from pathlib import Path\n"
+        f"Path({str(tmp_path / 'imported.txt')!r}).write_text('imported')\n"
+        "def run(*args, **kwargs):\n"
+        f"    Path({str(tmp_path / 'called.txt')!r}).write_text('called')\n"
+        "    return args[0] if args else None\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _untouched(where: Path) -> None:
+    assert CANARY not in sys.modules
+    for name in ("imported.txt", "called.txt", "canary.txt"):
+        assert not (where / name).exists(), name
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text-tiny") / "model"
+    mmenc.create_model("text-tiny").save_pretrained(path)
+    return path
+
+
+def _poisoned(saved: Path, where: Path, edit: Any) -> Path:
+    """A copy of ``saved`` whose config.json ``edit(meta)`` changed."""
+    out = where / "poisoned"
+    out.mkdir()
+    for f in saved.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((out / "config.json").read_text())
+    edit(meta)
+    (out / "config.json").write_text(json.dumps(meta))
+    return out
+
+
+# -- names: nothing from a file becomes an import path ------------------------------------------
+@pytest.mark.parametrize("value", ["subprocess:getoutput", "os:system", "builtins:exec",
+                                   f"{CANARY}:run", "mmenc.builtin.text:load_text"])
+def test_a_cleaner_import_path_in_config_json_is_refused(saved, canary, value):
+    def edit(meta: dict) -> None:
+        meta["config"]["tokenizers"]["text"]["clean"] = value
+
+    folder = _poisoned(saved, canary, edit)
+    with pytest.raises(CheckpointError) as info:
+        mmenc.load(folder).encode([TOUCH], "text")
+    message = str(info.value)
+    assert str(folder / "config.json") in message
+    assert "config.tokenizers.text.clean" in message and repr(value) in message
+    assert "registered:" in message
+    _untouched(canary)
+
+
+@pytest.mark.parametrize("where", ["tokenizer", "fusion", "recipe"])
+def test_other_names_in_config_json_are_catalogue_lookups(saved, canary, where):
+    def edit(meta: dict) -> None:
+        if where == "tokenizer":
+            meta["config"]["tokenizers"]["text"]["tokenizer"] = f"{CANARY}:run"
+        elif where == "fusion":
+            meta["config"]["fusion"] = {"name": f"{CANARY}:run"}
+        else:
+            meta["recipe"] = f"{CANARY}:run"
+
+    folder = _poisoned(saved, canary, edit)
+    with pytest.raises(CheckpointError, match=rf"config\.json: .*unknown .*'{CANARY}:run'"):
+        mmenc.load(folder)
+    _untouched(canary)
+
+
+def test_a_cleaner_import_path_given_to_create_model_is_refused(canary):
+    with pytest.raises(UnknownNameError, match=rf"unknown text cleaner '{CANARY}:run'"):
+        mmenc.create_model("text-tiny", tokenizers={"text": {"clean": f"{CANARY}:run"}})
+    _untouched(canary)
+
+
+def test_pretrain_config_names_are_catalogue_lookups(canary):
+    from mmenc.train.config import load_config
+
+    def write(objective: str, clean: str | None) -> Path:
+        overrides = "" if clean is None else \
+            f", overrides: {{tokenizers: {{text: {{clean: '{clean}'}}}}}}"
+        config = canary / "train.yaml"
+        config.write_text(
+            f"model: {{recipe: text-tiny{overrides}}}\n"
+            "data: {train: pairs.jsonl, modalities: [text]}\n"
+            f"objectives: [{{name: '{objective}', modalities: [text]}}]\n"
+            "batch_size: 2\nsteps: 1\noutput_dir: out\n")
+        return config
+
+    with pytest.raises(ConfigError, match=r"objectives\[0\]\.name: unknown objective"):
+        load_config(write(f"{CANARY}:run", None))
+    config = load_config(write("masked-modeling", f"{CANARY}:run"))
+    with pytest.raises(UnknownNameError, match=rf"unknown text cleaner '{CANARY}:run'"):
+        mmenc.create_model(config.model.recipe, **config.model.overrides)
+    _untouched(canary)
+
+
+def test_mmenc_embed_refuses_a_poisoned_folder_in_one_line(saved, canary):
+    def edit(meta: dict) -> None:
+        meta["config"]["tokenizers"]["text"]["clean"] = "subprocess:getoutput"
+
+    folder = _poisoned(saved, canary, edit)
+    mmenc_bin = Path(sys.executable).parent / "mmenc"
+    proc = subprocess.run([str(mmenc_bin), "embed", str(folder), "-m", "text", "--text", TOUCH,
+                           "-s", str(canary / "store.sqlite")],
+                          cwd=canary, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmenc: error: "), proc.stderr
+    assert "config.tokenizers.text.clean" in lines[0] and "Traceback" not in proc.stderr
+    _untouched(canary)
+
+
+# -- sizes: checked before anything is allocated ------------------------------------------------
+def _set(path: str, value: Any) -> Any:
+    def edit(meta: dict) -> None:
+        *parents, last = path.split(".")
+        node = meta["config"]
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return edit
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("towers.text.trunk.depth", 100000, r"towers\.text\.trunk\.depth: 100000 is outside"),
+    ("towers.text.trunk.dim", 1048576, r"towers\.text\.trunk\.dim: 1048576 is outside"),
+    ("towers.text.vocab_size", 2**33, r"towers\.text\.vocab_size: 8589934592 is outside"),
+    ("towers.text.trunk.dim", -32, r"towers\.text\.trunk\.dim: -32 is outside"),
+    ("towers.text.trunk.ffn_dim", -1, r"towers\.text\.trunk\.ffn_dim: -1 is outside"),
+    ("towers.text.trunk.heads", 0, r"towers\.text\.trunk\.heads: 0 is outside"),
+    ("towers.text.trunk.heads", 3, r"towers\.text\.trunk\.heads: dim 32 does not divide"),
+    ("towers.text.trunk.dim", "32", r"towers\.text\.trunk\.dim: a size must be an integer"),
+    ("tokenizers.text.max_length", -5, r"tokenizers\.text\.max_length: -5 is outside"),
+    ("embed_dim", 2**40, r"embed_dim: 1099511627776 is outside"),
+])
+def test_out_of_bounds_sizes_fail_fast(saved, tmp_path, path, value, message):
+    folder = _poisoned(saved, tmp_path, _set(path, value))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"config\.json: config\.{message}"):
+        mmenc.load(folder)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("path,value,keys", [
+    # within the bounds, but 2^20 x 32 floats that the weights do not hold
+    ("towers.text.vocab_size", 2**20, r"mis-shaped: towers\.text\.embeddings\.word"),
+    ("towers.text.trunk.depth", 3, r"missing: towers\.text\.trunk\.layers\.2\."),
+    ("towers.text.trunk.depth", 1, r"unexpected: towers\.text\.trunk\.layers\.1\."),
+    ("towers.text.trunk.dim", 65536, r"mis-shaped: "),
+    ("embed_dim", 64, r"mis-shaped: proj\.text\.weight: weights \(32, 32\) vs config \(64, 32\)"),
+])
+def test_sizes_that_do_not_fit_the_weights_fail_before_allocating(saved, tmp_path, path,
+                                                                   value, keys):
+    """dim 65536 claims ~137 GB of weights: a typed error in seconds means nothing was
+    allocated."""
+    folder = _poisoned(saved, tmp_path, _set(path, value))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"config\.json: the configuration does not "
+                                               rf"fit .*model\.safetensors \(.*{keys}"):
+        mmenc.load(folder)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_a_valid_folder_still_loads_with_the_same_outputs(saved):
+    model = mmenc.load(saved)
+    again = mmenc.load(saved)
+    assert next(model.parameters()).device.type == "cpu"
+    texts = ["a photo of a cat", ""]
+    assert (model.encode(texts, "text") == again.encode(texts, "text")).all()
+
+
+def test_the_layers_of_all_trunks_are_bounded_together():
+    from mmenc.trust import check_sizes
+
+    towers = {f"t{i}": {"trunk": {"dim": 32, "depth": 256, "heads": 2}} for i in range(5)}
+    with pytest.raises(CheckpointError, match="1280 layers in all, more than 1024"):
+        check_sizes({"towers": towers}, "model/config.json")
+    check_sizes({"towers": dict(list(towers.items())[:4])}, "model/config.json")
