@@ -77,6 +77,12 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     ):
         register(ModelSpec(name, modalities, _TOWERS, f"{_B}.recipes:{config}", fusion,
                            description, tiny))
+    register(ModelSpec("bound", ("text",), "mmenc.bind.model:build_bound",
+                       {"hub": "minilm", "dims": [32, 64, 128], "tower_specs": {}}, "dual",
+                       "a frozen hub and one tower per modality in one space (mmenc bind)"))
+    register(ModelSpec("open-clip", ("image", "text"), "mmenc.bind.hubs:build_open_clip",
+                       {"arch": "ViT-B-32"}, "dual",
+                       "an open_clip CLIP model (a binding hub; weights via mmenc bind)"))
     for fmt, what in (("hf-bert", "BertModel"), ("hf-roberta", "RobertaModel")):
         register(ConverterSpec(fmt, f"{_B}.hf:convert_hf_text_folder",
                                f"HF {what} folder (config.json + weights + tokenizer); "
@@ -93,5 +99,7 @@ def mmenc_register_commands(register: Callable[[CommandSpec], None]) -> None:
                          "embed items into a SQLite store (unchanged items are skipped)"))
     register(CommandSpec("search", "mmenc.retrieval.cli:search",
                          "search a store with a query of any modality"))
+    register(CommandSpec("bind", "mmenc.bind.cli:bind",
+                         "bind modalities into one space: train, add a modality"))
     register(CommandSpec("eval", "mmenc.retrieval.cli:eval_group",
                          "evaluate a model (retrieval metrics, reports and plots)"))

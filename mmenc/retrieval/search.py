@@ -79,7 +79,9 @@ def similarity(a: ArrayLike, b: ArrayLike, score_function: ScoreFunction = "cosi
 
 def semantic_search(query_embeddings: ArrayLike, corpus_embeddings: ArrayLike, top_k: int = 10,
                     query_chunk_size: int = 100, corpus_chunk_size: int = 500_000,
-                    score_function: ScoreFunction = "cosine") -> list[list[dict[str, Any]]]:
+                    score_function: ScoreFunction = "cosine",
+                    corpus_modalities: Sequence[str] | None = None,
+                    modality: str | None = None) -> list[list[dict[str, Any]]]:
     """The ``top_k`` best corpus entries of each query, exact.
 
     The corpus is scored ``corpus_chunk_size`` rows at a time and queries
@@ -91,9 +93,17 @@ def semantic_search(query_embeddings: ArrayLike, corpus_embeddings: ArrayLike, t
         corpus_embeddings: ``[g e]``.
         top_k: results per query; fewer when the corpus is smaller.
         score_function: ``"cosine"`` (default), ``"dot"`` or a callable ``(a, b) -> [n m]``.
+        corpus_modalities: the modality of each corpus row (a mixed corpus embedded by one
+            bound model); each hit then carries its ``"modality"``.
+        modality: search only the corpus rows of this modality (needs ``corpus_modalities``).
     Returns:
-        one list per query of ``{"corpus_id": int, "score": float}``, best first.
+        one list per query of ``{"corpus_id": int, "score": float}`` (plus ``"modality"``),
+        best first.
     """
+    if corpus_modalities is not None or modality is not None:
+        return _mixed_search(query_embeddings, corpus_embeddings, top_k, corpus_modalities,
+                             modality, query_chunk_size=query_chunk_size,
+                             corpus_chunk_size=corpus_chunk_size, score_function=score_function)
     queries, corpus = as_matrix(query_embeddings), as_matrix(corpus_embeddings)
     if queries.shape[1] != corpus.shape[1]:
         raise ValueError(f"embedding sizes differ: {queries.shape[1]} and {corpus.shape[1]}")
@@ -112,6 +122,20 @@ def semantic_search(query_embeddings: ArrayLike, corpus_embeddings: ArrayLike, t
                              normalize_gallery=cosine)
     return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i, strict=True)]
             for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)]
+
+
+def _mixed_search(query_embeddings: ArrayLike, corpus_embeddings: ArrayLike, top_k: int,
+                  corpus_modalities: Sequence[str] | None, modality: str | None,
+                  **options: Any) -> list[list[dict[str, Any]]]:
+    """:func:`semantic_search` over the rows of one modality, hits labelled by modality."""
+    corpus = as_matrix(corpus_embeddings)
+    if corpus_modalities is None or len(corpus_modalities) != len(corpus):
+        raise ValueError("corpus_modalities must give the modality of every corpus row")
+    rows = [i for i, m in enumerate(corpus_modalities) if modality is None or m == modality]
+    hits = semantic_search(query_embeddings, corpus[rows], top_k, **options) if rows else \
+        [[] for _ in range(len(as_matrix(query_embeddings)))]
+    return [[{**h, "corpus_id": rows[h["corpus_id"]],
+              "modality": corpus_modalities[rows[h["corpus_id"]]]} for h in row] for row in hits]
 
 
 def _format(template: Template, classname: str) -> Any:
