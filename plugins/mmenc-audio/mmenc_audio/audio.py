@@ -20,12 +20,14 @@ Conversion rules (what is accepted and changed rather than refused):
   the clip is resampled at the nearest ratio with small terms instead
   (:func:`resample_ratio`, within 3e-5 of the exact one), so resampling costs memory linear in
   the clip whatever the rate; every common rate keeps its exact ratio;
+- a clip shorter than one 25 ms window (:data:`WINDOW` samples) after resampling is
+  zero-padded to one window and counted in :data:`PADDED`;
 - clips that give fewer frames than one 16-frame patch row are zero-padded by the tokenizer
   (:mod:`mmenc_audio.frontend`).
 
 Refused with :class:`mmenc.errors.InputError` naming the item: unreadable or corrupt files, no
 samples, NaN or Inf samples, samples beyond :data:`MAX_AMPLITUDE`, sample rates outside the
-range above, clips shorter than one 25 ms window after resampling, arrays of more than two
+range above, arrays of more than two
 dimensions or of a non-numeric dtype, and clips beyond the cost caps of :class:`AudioLimits`
 (length in seconds, decoded samples, channels), which for files are read from the header
 *before* anything is decoded. The caps in force are :data:`LIMITS`; pass ``limits=`` to
@@ -38,6 +40,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -51,7 +54,9 @@ from mmenc.errors import InputError
 SAMPLE_RATE = 16_000
 """The rate every clip is resampled to (BEATs' front end assumes it)."""
 WINDOW = 400
-"""Samples in one 25 ms analysis window at 16 kHz: the shortest clip accepted."""
+"""Samples in one 25 ms analysis window at 16 kHz: a shorter clip is zero-padded to it."""
+PADDED: Counter[str] = Counter()
+"""Clips the loader padded in this process, by reason (read by reports, never reset here)."""
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 MAX_AMPLITUDE = 1e4
@@ -205,8 +210,9 @@ def load_audio(item: object, limits: AudioLimits | None = None) -> np.ndarray:
     if rate != SAMPLE_RATE:
         mono = resample(mono, rate)
     if mono.shape[0] < WINDOW:
-        raise InputError(label, f"too short: {mono.shape[0]} samples at 16 kHz, fewer than one "
-                                f"25 ms window ({WINDOW})")
+        # real sounds can be shorter than one analysis window (a 19 ms tick): zero-padded
+        PADDED["shorter than one 25 ms window"] += 1
+        mono = np.concatenate([mono, np.zeros(WINDOW - mono.shape[0], dtype=mono.dtype)])
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

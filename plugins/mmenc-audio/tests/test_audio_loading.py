@@ -74,7 +74,6 @@ def _bad_files(tmp_path):
     inf[7] = np.inf
     sf.write(tmp_path / "inf.flac", inf, SAMPLE_RATE, format="WAV", subtype="DOUBLE")
     sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), SAMPLE_RATE)
-    sf.write(tmp_path / "short.wav", WAVE[:300], SAMPLE_RATE)
     sf.write(tmp_path / "slow.wav", WAVE[:2000], 500)
     good = io.BytesIO()
     sf.write(good, WAVE, SAMPLE_RATE, format="WAV", subtype="PCM_16")
@@ -82,7 +81,7 @@ def _bad_files(tmp_path):
     (tmp_path / "garbage.wav").write_bytes(b"RIFF\x00\x00 this is not audio at all" * 3)
     (tmp_path / "text.flac").write_text("hello")
     return [("nan.wav", "NaN or Inf at sample 1234"), ("inf.flac", "NaN or Inf at sample 7"),
-            ("empty.wav", "no samples"), ("short.wav", "too short"),
+            ("empty.wav", "no samples"),
             ("slow.wav", "sample rate 500"), ("truncated.wav", "not a readable audio file"),
             ("garbage.wav", "not a readable audio file"), ("text.flac", "not a readable audio"),
             ("missing.wav", "file not found")]
@@ -102,7 +101,6 @@ def test_bad_files_are_refused_naming_the_file(tmp_path) -> None:
     (np.full(1000, 3e4, dtype=np.float32), "sample 0 has magnitude 3e\\+04"),
     (np.zeros((10, 10, 10), dtype=np.float32), "expected \\[samples\\]"),
     (np.array(["a"] * 500), "non-numeric"),
-    (np.zeros(WINDOW - 1, dtype=np.float32), "too short"),
     ((WAVE, 10**7), "sample rate 10000000"),
     ((WAVE, 0), "sample rate 0"),
     ((WAVE, -16000), "sample rate -16000"),
@@ -137,6 +135,20 @@ def test_batch_jobs_skip_and_count(tmp_path) -> None:
     assert len(loaded) == 2 and len(skipped) == len(bad)
     assert [i for i, _ in skipped] == list(range(1, len(bad) + 1))
     assert all(isinstance(e, InputError) for _, e in skipped)
+
+
+def test_a_clip_shorter_than_one_window_is_padded_and_counted(tmp_path) -> None:
+    from mmenc_audio.audio import PADDED
+
+    sf.write(tmp_path / "short.wav", WAVE[:300], SAMPLE_RATE)
+    before = PADDED["shorter than one 25 ms window"]
+    clip = load_audio(tmp_path / "short.wav")
+    assert clip.shape == (WINDOW,)
+    assert np.allclose(clip[:300], WAVE[:300], atol=1e-4)  # 16-bit PCM
+    assert not clip[300:].any()
+    assert PADDED["shorter than one 25 ms window"] == before + 1
+    load_audio(WAVE)  # a long clip is not counted
+    assert PADDED["shorter than one 25 ms window"] == before + 1
 
 
 def test_short_clips_are_padded_to_one_patch_row() -> None:
