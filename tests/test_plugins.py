@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import mmenc
-from mmenc.registry import Catalogue, build_catalogue
 from mmenc.errors import PluginError, UnknownNameError
 from mmenc.hookspecs import hookimpl
 from mmenc.plugins import PluginSource
+from mmenc.registry import Catalogue, build_catalogue
 from mmenc.specs import ModelSpec
 
 NO_AUTOLOAD = {"MMENC_DISABLE_PLUGIN_AUTOLOAD": "1"}
@@ -279,3 +279,98 @@ def test_cli_models_table(run_cli):
 def test_cli_unknown_command_suggests(run_cli):
     (result,) = run_cli([["modles"]], None)
     assert result["code"] == 2 and "did you mean 'models'" in result["output"]
+
+
+# -- plugins that exit, and targets that point nowhere -------------------------------------------
+def test_a_plugin_raising_system_exit_is_contained(tmp_path, monkeypatch):
+    (tmp_path / "exits_at_import.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    at_import = metadata.EntryPoint("exits", "exits_at_import", "mmenc")
+
+    def hook(register: Any) -> None:
+        raise SystemExit("bye from a hook")
+
+    cat = _build(PluginSource("exits", "exits-dist", "0.1", entry_point=at_import),
+                 _plugin("quits", mmenc_register_models=hook), _good())
+    _assert_error_kept_others(cat, "exits", "SystemExit: 3")
+    _assert_error_kept_others(cat, "quits", "SystemExit: bye from a hook")
+    with pytest.raises(SystemExit):  # strict mode re-raises it as it is
+        _build(_plugin("quits", mmenc_register_models=hook), MMENC_STRICT_PLUGINS="1")
+
+
+def test_keyboard_interrupt_in_a_plugin_is_the_users():
+    def hook(register: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _build(_plugin("interrupted", mmenc_register_models=hook), _good())
+
+
+@pytest.fixture
+def lost(tmp_path, monkeypatch):
+    """The process's catalogue with plugin ``lost``: well-formed targets that point nowhere, at
+    a missing attribute, and at a module that exits while importing."""
+    from mmenc import registry
+    from mmenc.specs import ConverterSpec
+
+    (tmp_path / "lost_exits.py").write_text("raise SystemExit(4)\n")
+    (tmp_path / "lost_empty.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = _plugin("lost", mmenc_register_models=_registers(
+        _model("lost-tiny"),
+        ModelSpec("lost-attr-tiny", ("text",), "lost_empty:build", {}, tiny=True),
+        ModelSpec("lost-exit-tiny", ("text",), "lost_exits:build", {}, tiny=True),
+        ConverterSpec("lost-format", "nowhere.at_all:convert")))
+    cat = _build(plugin)
+    assert cat.plugin("lost").status == "ok"  # well-formed: the targets are checked at first use
+    monkeypatch.setitem(registry._CACHE, "default", cat)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("name", "target", "cause"), [
+    ("lost-tiny", "nowhere.at_all:build", "ModuleNotFoundError"),
+    ("lost-attr-tiny", "lost_empty:build", "AttributeError"),
+    ("lost-exit-tiny", "lost_exits:build", "SystemExit: 4"),
+])
+def test_a_target_that_points_nowhere_names_its_plugin(lost, name, target, cause):
+    from mmenc.errors import TargetError
+
+    with pytest.raises(TargetError) as info:
+        mmenc.create_model(name)
+    assert isinstance(info.value, PluginError) and isinstance(info.value, ImportError)
+    assert f"target {target!r} (registered by plugin 'lost') cannot be loaded: {cause}" \
+        in str(info.value)
+    assert (info.value.plugin, info.value.target) == ("lost", target)
+
+
+def test_convert_with_a_lost_converter_is_a_typed_error(lost):
+    from mmenc.errors import TargetError
+
+    with pytest.raises(TargetError, match="'nowhere.at_all:convert' .*plugin 'lost'"):
+        mmenc.convert("lost-format", lost)
+
+
+def test_cli_survives_exiting_plugins_and_lost_targets(tmp_path, run_cli):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "exiting_plug.py").write_text("raise SystemExit('exiting_plug gives up')\n")
+    (site / "lost_plug.py").write_text(
+        "from mmenc.hookspecs import hookimpl\n"
+        "from mmenc.specs import ConverterSpec\n"
+        "@hookimpl\n"
+        "def mmenc_register_models(register):\n"
+        "    register(ConverterSpec('lost', 'lost_plug_nowhere:convert'))\n")
+    _dist(site, "exiting-plug", "0.1", {"exiting": "exiting_plug"})
+    _dist(site, "lost-plug", "0.2", {"lost": "lost_plug"})
+    plugins, convert, models = run_cli(
+        [["plugins", "--json"], ["convert", "--from", "lost", str(tmp_path), str(tmp_path / "o")],
+         ["models", "clip-*", "--json"]], site)
+    records = {r["name"]: r for r in json.loads(plugins["stdout"])}
+    assert records["exiting"]["status"] == "error"
+    assert records["exiting"]["error"] == "SystemExit: exiting_plug gives up"
+    assert records["lost"]["status"] == "ok" and records["mmenc"]["status"] == "ok"
+    assert convert["code"] == 1 and convert["exception"] is None
+    errors = [line for line in convert["output"].splitlines() if line.startswith("mmenc: error")]
+    assert len(errors) == 1 and "Traceback" not in convert["output"]
+    assert "'lost_plug_nowhere:convert' (registered by plugin 'lost')" in errors[0]
+    assert models["code"] == 0 and "clip-tiny" in models["stdout"]
