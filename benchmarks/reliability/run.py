@@ -43,7 +43,8 @@ OUTCOMES = ("ok", "refused", "crash", "hang", "untyped", "nan_empty", "memory", 
 FAILURES = ("crash", "hang", "untyped", "nan_empty", "memory", "harness")
 HEADERS = {"inputs": "inputs", "ok": "ok", "refused": "refused (typed)", "crash": "crashes",
            "hang": "hangs", "untyped": "untyped", "nan_empty": "silent NaN/empty",
-           "memory": "memory", "harness": "harness", "peak_mb": "peak MB (max)"}
+           "memory": "memory", "harness": "harness", "peak_mb": "peak MB (max)",
+           "delta_mb": "item MB (max)"}
 READY_TIMEOUT = 300.0
 PREPARE_TIMEOUT = 120.0
 
@@ -161,12 +162,14 @@ def campaign(args: argparse.Namespace, counts: dict[str, int]) -> list[dict[str,
     lock = threading.Lock()
     scratch = args.out / "scratch"
     total = tasks.qsize()
+    deadline = time.monotonic() + args.max_seconds if args.max_seconds else None
+    stream = (args.out / "results.jsonl").open("w", encoding="utf-8")
 
     def work(slot: int) -> None:
         worker: WorkerProcess | None = None
         log = args.out / f"worker-{slot}.log"
         try:
-            while True:
+            while deadline is None or time.monotonic() < deadline:
                 try:
                     kind, index = tasks.get_nowait()
                 except queue.Empty:
@@ -179,6 +182,8 @@ def campaign(args: argparse.Namespace, counts: dict[str, int]) -> list[dict[str,
                     worker = None
                 with lock:
                     records.append(record)
+                    stream.write(json.dumps(record, default=str) + "\n")
+                    stream.flush()
                     if args.progress and len(records) % args.progress == 0:
                         print(f"{len(records)}/{total} inputs", file=sys.stderr, flush=True)
         finally:
@@ -190,6 +195,7 @@ def campaign(args: argparse.Namespace, counts: dict[str, int]) -> list[dict[str,
         t.start()
     for t in threads:
         t.join()
+    stream.close()
     shutil.rmtree(scratch, ignore_errors=True)
     return sorted(records, key=lambda r: (KINDS.index(r["kind"]), r["index"]))
 
@@ -201,6 +207,7 @@ def tabulate(records: list[dict[str, Any]], kinds: list[str]) -> dict[str, dict[
         counts = Counter(r["outcome"] for r in mine)
         row: dict[str, Any] = {"inputs": len(mine), **{o: counts.get(o, 0) for o in OUTCOMES}}
         row["peak_mb"] = max((r.get("peak_mb", 0.0) for r in mine), default=0.0)
+        row["delta_mb"] = max((r.get("delta_mb", 0.0) for r in mine), default=0.0)
         table[kind] = row
     return table
 
@@ -228,7 +235,7 @@ def markdown(table: dict[str, dict[str, Any]]) -> str:
              "|---|" + "---:|" * len(cols)]
     for kind, row in table.items():
         lines.append(f"| {kind} | " + " | ".join(
-            f"{row[c]:.0f}" if c == "peak_mb" else str(row[c]) for c in cols) + " |")
+            f"{row[c]:.0f}" if c.endswith("_mb") else str(row[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +273,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="base corpora (default OUT/cache; reusable across runs)")
     parser.add_argument("--base-midi", type=int, default=300, help="folk tunes to convert")
     parser.add_argument("--base-images", type=int, default=200, help="emoji to render")
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="start no new input after this long (0: no limit); the table "
+                             "then holds the inputs that finished")
     parser.add_argument("--progress", type=int, default=0, help="report every N inputs")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
@@ -278,16 +288,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall = time.monotonic() - began
     table = tabulate(records, list(counts))
     with (args.out / "results.jsonl").open("w", encoding="utf-8") as f:
-        for r in records:
+        for r in records:  # in case order, replacing the stream in completion order
             f.write(json.dumps(r, default=str) + "\n")
-    summary = {"seed": args.seed, "counts": counts, "mutations": args.mutations,
+    done = {kind: row["inputs"] for kind, row in table.items()}
+    summary = {"seed": args.seed, "counts": done, "planned": counts, "mutations": args.mutations,
                "jobs": args.jobs, "timeout": args.timeout, "memory_mb": args.memory_mb,
                "wall_seconds": round(wall, 1), "table": table,
                "failures": examples(records)}
     (args.out / "table.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
                                          encoding="utf-8")
-    text = markdown(table) + f"\n{sum(counts.values())} inputs, seed {args.seed}, " \
-        f"{args.jobs} job(s), {wall:.0f} s\n"
+    stopped = "" if done == counts else \
+        f" (stopped by --max-seconds; {sum(counts.values())} planned)"
+    text = markdown(table) + f"\n{sum(done.values())} inputs{stopped}, seed {args.seed}, " \
+        f"{args.mutations} mutations, {args.jobs} job(s), {wall:.0f} s\n"
     (args.out / "table.md").write_text(text, encoding="utf-8")
     print(text, end="")
     return summary

@@ -104,9 +104,15 @@ def _where(exc: BaseException) -> str:
         return ""
     f = frames[-1]
     path = f.filename
-    for marker in ("site-packages/", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    root = str(Path(__file__).resolve().parents[2]) + "/"
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif path.startswith(root):
+        path = path[len(root):]
+    elif "/lib/python3" in path:  # the standard library
+        path = path.split("/lib/", 1)[1]
+    elif "/scratch/" in path:  # a generated plugin's module: its name is enough
+        path = Path(path).name
     return f"{path}:{f.lineno} in {f.name}"
 
 
