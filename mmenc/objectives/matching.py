@@ -30,9 +30,11 @@ its positive still has negatives to draw from."""
 
 @torch.no_grad()
 def sample_hard_negatives(sim_a2b: Tensor, generator: torch.Generator | None = None,
-                          exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                          exclude: Tensor | None = None, sim_b2a: Tensor | None = None,
+                          ) -> tuple[Tensor, Tensor]:
     """For each ``a`` draw a negative ``b`` with probability ``softmax(sim_a2b[i])`` (the
-    positive's weight zeroed), and for each ``b`` a negative ``a`` from ``softmax(sim_a2b[:, j])``.
+    positive's weight zeroed), and for each ``b`` a negative ``a`` from ``softmax(sim_b2a[j])``
+    (by default ``sim_a2b[:, j]``).
 
     Inputs:
         sim_a2b: ``[b b]`` similarity logits (scaled by the temperature), positives on the
@@ -40,6 +42,8 @@ def sample_hard_negatives(sim_a2b: Tensor, generator: torch.Generator | None = N
         generator: random source (on the device of ``sim_a2b``).
         exclude: ``[b b]`` bool, True for further pairs that must not be drawn (e.g. two
             captions of the same image).
+        sim_b2a: ``[b b]`` the other direction's logits when they are not ``sim_a2b.T``
+            (ALBEF scores each direction with one side's momentum features).
     Returns:
         ``(neg_b_for_a, neg_a_for_b)``: ``[b]`` long indices.
     """
@@ -52,7 +56,10 @@ def sample_hard_negatives(sim_a2b: Tensor, generator: torch.Generator | None = N
     if exclude is not None:
         banned |= exclude.to(device=sim.device, dtype=torch.bool)
     weights_a2b = (sim.softmax(dim=1) + _FLOOR).masked_fill(banned, 0.0)  # [b b]
-    weights_b2a = (sim.T.softmax(dim=1) + _FLOOR).masked_fill(banned.T, 0.0)  # [b b]
+    sim_t = sim.T if sim_b2a is None else sim_b2a.detach().float()
+    if sim_t.shape != sim.shape:
+        raise ValueError(f"sim_b2a must be {tuple(sim.shape)}, got {tuple(sim_t.shape)}")
+    weights_b2a = (sim_t.softmax(dim=1) + _FLOOR).masked_fill(banned.T, 0.0)  # [b b]
     if not bool((weights_a2b.sum(1) > 0).all() and (weights_b2a.sum(1) > 0).all()):
         raise ValueError("some row has no candidate negative left after exclusion")
     neg_b_for_a = torch.multinomial(weights_a2b, 1, generator=generator).squeeze(1)  # [b]

@@ -240,7 +240,8 @@ class ALBEFEncoder(Encoder):
                      - (F.log_softmax(sim_t2i, dim=1) * t2i_targets).sum(1).mean()) / 2)
 
         b = len(text)
-        neg_image, neg_text = sample_hard_negatives(sim_t2i[:, :b], generator=generator)
+        neg_image, neg_text = sample_hard_negatives(sim_t2i[:, :b], generator=generator,
+                                                    sim_b2a=sim_i2t[:, :b])
         t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)  # text a, image b
         itm = self.itm_from_states(select_rows(text_f, t_idx), select_rows(image_f, i_idx))
         loss_itm = F.cross_entropy(itm, labels)
