@@ -8,6 +8,7 @@ mutations (inputs of megabytes, millions of notes) run only with MMENC_RELIABILI
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -21,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.reliability import gen_code, gen_text, mutate  # noqa: E402
-from benchmarks.reliability.run import FAILURES, KINDS  # noqa: E402
-from benchmarks.reliability.worker import describe, make_case, mutations  # noqa: E402
+from benchmarks.reliability.run import FAILURES, KINDS, WorkerProcess, run_case  # noqa: E402
+from benchmarks.reliability.worker import (  # noqa: E402
+    check_output,
+    classify,
+    describe,
+    make_case,
+    mutations,
+)
 
 PER_KIND = 24
 
@@ -99,3 +106,57 @@ def test_byte_mutations_change_data_and_keep_within_bounds():
     assert mutate.put_u32(b"abcdefgh", 2, 0xFFFFFFFF, True) == b"ab\xff\xff\xff\xffgh"
     assert mutate.put_u32(b"abc", 2, 1, True) == b"abc"  # past the end: unchanged
     assert len(mutate.truncate(data, rng)) < len(data)
+
+
+# -- the harness itself: what it records when a worker misbehaves ---------------------------------
+FAKE_WORKER = r"""
+import json, os, signal, sys, time
+print(json.dumps({"phase": "ready"}), flush=True)
+for line in sys.stdin:
+    task = json.loads(line)
+    print(json.dumps({"phase": "start", "mutation": "m", "input": "x"}), flush=True)
+    if task["kind"] == "hang":
+        time.sleep(60)
+    elif task["kind"] == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif task["kind"] == "exit":
+        os._exit(3)
+    print(json.dumps({"kind": task["kind"], "index": task["index"], "outcome": "ok"}), flush=True)
+"""
+
+
+@pytest.mark.parametrize(("behaviour", "outcome", "message"), [
+    ("answer", "ok", None),
+    ("hang", "hang", "no answer after"),
+    ("crash", "crash", "killed by signal 11"),
+    ("exit", "crash", "exited with status 3"),
+])
+def test_worker_hangs_and_deaths_are_recorded(tmp_path, behaviour, outcome, message):
+    worker = WorkerProcess(argparse.Namespace(), tmp_path, tmp_path / "worker.log",
+                           command=[sys.executable, "-c", FAKE_WORKER])
+    try:
+        record, usable = run_case(worker, behaviour, 0, timeout=1.0)
+    finally:
+        worker.kill()
+    assert record["outcome"] == outcome
+    assert usable == (outcome == "ok")
+    if message:
+        assert message in record["message"]
+
+
+def test_exceptions_and_outputs_are_classified():
+    import torch
+
+    from mmenc.errors import CheckpointError, InputError
+
+    assert classify(InputError("x", "bad")) == "refused"
+    assert classify(CheckpointError("bad")) == "refused"
+    assert classify(MemoryError()) == "memory"
+    assert classify(RuntimeError("DefaultCPUAllocator: can't allocate memory")) == "memory"
+    assert classify(ValueError("bad")) == "untyped"
+    assert classify(SystemExit(1)) == "untyped"
+    assert check_output(torch.ones(1, 4))[0] == "ok"
+    assert check_output(torch.tensor([[1.0, float("nan")]]))[0] == "nan_empty"
+    assert check_output(torch.zeros(1, 4))[0] == "nan_empty"
+    assert check_output(torch.zeros(1, 0))[0] == "nan_empty"
+    assert check_output(torch.ones(2, 4))[0] == "nan_empty"

@@ -52,21 +52,24 @@ PREPARE_TIMEOUT = 120.0
 class WorkerProcess:
     """One worker process and the line protocol to it."""
 
-    def __init__(self, args: argparse.Namespace, scratch: Path, log: Path) -> None:
+    def __init__(self, args: argparse.Namespace, scratch: Path, log: Path,
+                 command: list[str] | None = None) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "TOKENIZERS_PARALLELISM": "false",
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         env.pop("MMENC_PLUGINS", None)
         self.log = log.open("ab")
+        command = command or [sys.executable, "-m", "benchmarks.reliability.worker",
+                              str(args.cache), str(args.seed), str(args.memory_mb), str(scratch),
+                              args.mutations]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.reliability.worker", str(args.cache),
-             str(args.seed), str(args.memory_mb), str(scratch), args.mutations],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=ROOT,
-            start_new_session=True)
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
+            cwd=ROOT, start_new_session=True)
         self.selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
         self.buffer = b""
+        self.closed = False  # the worker closed its end: it died (or is dying)
         message = self.read(READY_TIMEOUT)
         if message is None or message.get("phase") != "ready":
             self.kill()
@@ -82,6 +85,7 @@ class WorkerProcess:
                 return None
             chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
             if not chunk:
+                self.closed = True
                 return None
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
@@ -96,8 +100,15 @@ class WorkerProcess:
             return False
         return True
 
+    def alive(self) -> bool:
+        return not self.closed and self.proc.poll() is None
+
     def death(self) -> str:
-        code = self.proc.wait(timeout=10)
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return "closed its output and did not exit"
         return f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
 
     def kill(self) -> None:
@@ -118,7 +129,7 @@ def run_case(worker: WorkerProcess, kind: str, index: int, timeout: float
     if start is None or start.get("phase") != "start":
         if start is not None and "outcome" in start:  # the generator failed
             return start, True
-        alive = worker.proc.poll() is None
+        alive = worker.alive()
         message = "no answer while preparing the input" if alive else worker.death()
         return {**record, "outcome": "hang" if alive else "crash", "message": message}, False
     record.update(mutation=start["mutation"], input=start["input"])
@@ -126,7 +137,7 @@ def run_case(worker: WorkerProcess, kind: str, index: int, timeout: float
     result = worker.read(timeout)
     if result is not None:
         return result, True
-    if worker.proc.poll() is None:
+    if worker.alive():
         return {**record, "outcome": "hang",
                 "message": f"no answer after {time.monotonic() - began:.0f} s"}, False
     return {**record, "outcome": "crash", "message": worker.death()}, False
