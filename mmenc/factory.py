@@ -19,6 +19,7 @@ from mmenc.errors import CheckpointError, ConfigError
 from mmenc.model import Encoder
 from mmenc.registry import catalogue
 from mmenc.specs import resolve
+from mmenc.trust import check_sizes
 
 LOCAL_DIR = "local-dir:"
 
@@ -127,6 +128,8 @@ def _check_overrides(name: str, defaults: dict[str, Any], overrides: dict[str, A
 def _build(name: str, overrides: dict[str, Any]) -> Encoder:
     spec = catalogue().get("model", name)
     defaults = spec.default_config()
+    # overrides may come from a file (a pretrain YAML): no size goes unchecked to a builder
+    check_sizes(merge_config(defaults, overrides), f"create_model({name!r})", ConfigError)
     read: set[tuple[str, ...]] = set()
     config = _ReadLog(merge_config(defaults, overrides), read)
     try:

@@ -28,6 +28,7 @@ FORMAT = "mmenc"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+MAX_CONFIG_BYTES = 16 << 20  # a config.json is read whole: larger ones are not configurations
 
 
 class Encoder(nn.Module):
@@ -224,6 +225,9 @@ class Encoder(nn.Module):
 def read_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a saved model, checked for the fields mmenc needs."""
     path = Path(path)
+    if (path / CONFIG).is_file() and (path / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path / CONFIG}: {(path / CONFIG).stat().st_size} bytes, more "
+                              f"than a configuration needs ({MAX_CONFIG_BYTES})")
     meta = read_json(path / CONFIG)
     if meta.get("format") != FORMAT:
         raise CheckpointError(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
-from mmenc.errors import CheckpointError, UnknownNameError
+from mmenc.errors import CheckpointError, MmencError, UnknownNameError
 from mmenc.specs import CleanerSpec
 
 M = TypeVar("M", bound=nn.Module)
@@ -59,13 +59,14 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_sizes(config: Mapping[str, Any], where: str) -> None:
+def check_sizes(config: Mapping[str, Any], where: str,
+                error: type[MmencError] = CheckpointError) -> None:
     """Every size in ``config`` is an integer within :data:`SIZE_BOUNDS`, and every ``dim``
     divides by the ``heads`` beside it.
 
     Raises:
-        CheckpointError: naming ``where`` (the file) and the key, e.g. ``config.towers.text.
-            trunk.heads``.
+        CheckpointError: (or ``error``) naming ``where`` (the file) and the key, e.g.
+            ``config.towers.text.trunk.heads``.
     """
     entries = list(_walk(config, "config"))
     for path, key, value, _ in entries:
@@ -76,19 +77,19 @@ def check_sizes(config: Mapping[str, Any], where: str) -> None:
         for i, item in items:
             at = path if i is None else f"{path}[{i}]"
             if not _is_int(item):
-                raise CheckpointError(f"{where}: {at}: a size must be an integer, got {item!r}")
+                raise error(f"{where}: {at}: a size must be an integer, got {item!r}")
             low, high = bounds
             if not low <= item <= high:
-                raise CheckpointError(f"{where}: {at}: {item} is outside {low}..{high}")
+                raise error(f"{where}: {at}: {item} is outside {low}..{high}")
     total = sum(value for _, key, value, _ in entries if key == "depth" and _is_int(value))
     if total > MAX_TOTAL_DEPTH:
-        raise CheckpointError(f"{where}: config: its trunks have {total} layers in all, more "
-                              f"than {MAX_TOTAL_DEPTH}")
+        raise error(f"{where}: config: its trunks have {total} layers in all, more than "
+                    f"{MAX_TOTAL_DEPTH}")
     for path, key, value, parent in entries:
         if key == "heads" and _is_int(value) and parent is not None \
                 and _is_int(parent.get("dim")) and parent["dim"] % value:
-            raise CheckpointError(f"{where}: {path}: dim {parent['dim']} does not divide into "
-                                  f"{value} heads")
+            raise error(f"{where}: {path}: dim {parent['dim']} does not divide into "
+                        f"{value} heads")
 
 
 def find_cleaner(name: object, cleaners: Mapping[str, CleanerSpec]) -> CleanerSpec:

@@ -209,3 +209,25 @@ def test_the_layers_of_all_trunks_are_bounded_together():
     with pytest.raises(CheckpointError, match="1280 layers in all, more than 1024"):
         check_sizes({"towers": towers}, "model/config.json")
     check_sizes({"towers": dict(list(towers.items())[:4])}, "model/config.json")
+
+
+def test_sizes_in_create_model_overrides_are_checked_before_building():
+    """A pretrain YAML's ``model.overrides`` reach create_model: the same bounds apply."""
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"create_model\('text-tiny'\): config\.towers\.text\."
+                                          r"trunk\.depth: 100000 is outside"):
+        mmenc.create_model("text-tiny", towers={"text": {"trunk": {"depth": 100000}}})
+    with pytest.raises(ConfigError, match=r"tokenizers\.text\.max_length: -5 is outside"):
+        mmenc.create_model("text-tiny", tokenizers={"text": {"max_length": -5}})
+    assert time.perf_counter() - start < 1.0
+
+
+def test_an_oversized_config_json_is_not_read(saved, tmp_path):
+    from mmenc.model import MAX_CONFIG_BYTES
+
+    def edit(meta: dict) -> None:
+        meta["padding"] = " " * MAX_CONFIG_BYTES
+
+    folder = _poisoned(saved, tmp_path, edit)
+    with pytest.raises(CheckpointError, match=r"config\.json: \d+ bytes, more than"):
+        mmenc.load(folder)
