@@ -28,9 +28,10 @@ from mmenc.objectives.distributed import (
 
 
 def contrast(a: Tensor, b: Tensor, a_keys: Tensor, b_keys: Tensor, logit_scale: Tensor,
-             labels: Tensor, soft_a2b: Tensor | None = None,
-             soft_b2a: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Symmetric cross-entropy of queries against keys; every input is L2-normalised here.
+             labels: Tensor, soft_a2b: Tensor | None = None, soft_b2a: Tensor | None = None,
+             normalize: bool = True) -> tuple[Tensor, dict[str, float]]:
+    """Symmetric cross-entropy of queries against keys; every input is L2-normalised here
+    unless ``normalize`` is False (ALBEF scores its queue's stored keys as they are).
 
     Inputs:
         a, b: ``[b e]`` paired queries.
@@ -42,8 +43,9 @@ def contrast(a: Tensor, b: Tensor, a_keys: Tensor, b_keys: Tensor, logit_scale: 
         ``(loss, logs)``: the mean of the two directions; logs ``loss``, ``acc_a2b``,
         ``acc_b2a`` (top-1 against ``labels``).
     """
-    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    a_keys, b_keys = F.normalize(a_keys, dim=-1), F.normalize(b_keys, dim=-1)
+    if normalize:
+        a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+        a_keys, b_keys = F.normalize(a_keys, dim=-1), F.normalize(b_keys, dim=-1)
     logits_a2b = logit_scale * a @ b_keys.T  # [b m]
     logits_b2a = logit_scale * b @ a_keys.T  # [b m]
     loss_a2b = F.cross_entropy(logits_a2b, labels if soft_a2b is None else soft_a2b)

@@ -206,6 +206,7 @@ class ALBEFEncoder(Encoder):
         Returns:
             ``(loss_itc + loss_itm + loss_mlm, logs)``.
         """
+        from mmenc.objectives.contrastive import contrast
         from mmenc.objectives.distill import IGNORE_INDEX, distill_mlm_loss, soft_targets
         from mmenc.objectives.masked import mask_tokens
         from mmenc.objectives.matching import matching_pairs, sample_hard_negatives
@@ -228,20 +229,20 @@ class ALBEFEncoder(Encoder):
             text_m = self._tower(text, "text", momentum=True).hidden
             image_feat_m = F.normalize(self.momentum["proj"]["image"](image_m[:, 0]), dim=-1)
             text_feat_m = F.normalize(self.momentum["proj"]["text"](text_m[:, 0]), dim=-1)
-            image_all = torch.cat([image_feat_m.T, self.image_queue.clone().detach()], dim=1)
-            text_all = torch.cat([text_feat_m.T, self.text_queue.clone().detach()], dim=1)
-            hard = torch.zeros(len(text), image_all.shape[1], device=image_all.device)
+            image_keys = torch.cat([image_feat_m, self.image_queue.T])  # [b+Q e]
+            text_keys = torch.cat([text_feat_m, self.text_queue.T])  # [b+Q e]
+            hard = torch.zeros(len(text), image_keys.shape[0], device=image_keys.device)
             hard.fill_diagonal_(1.0)  # [b b+Q]
-            i2t_targets = soft_targets(image_feat_m @ text_all / self.temp, alpha, hard)
-            t2i_targets = soft_targets(text_feat_m @ image_all / self.temp, alpha, hard)
-        sim_i2t = image_feat @ text_all / self.temp  # [b b+Q]
-        sim_t2i = text_feat @ image_all / self.temp  # [b b+Q]
-        loss_itc = ((-(F.log_softmax(sim_i2t, dim=1) * i2t_targets).sum(1).mean()
-                     - (F.log_softmax(sim_t2i, dim=1) * t2i_targets).sum(1).mean()) / 2)
+            i2t_targets = soft_targets(image_feat_m @ text_keys.T / self.temp, alpha, hard)
+            t2i_targets = soft_targets(text_feat_m @ image_keys.T / self.temp, alpha, hard)
+        labels = torch.arange(len(text), device=image_keys.device)
+        loss_itc, _ = contrast(image_feat, text_feat, image_keys, text_keys, 1.0 / self.temp,
+                               labels, i2t_targets, t2i_targets, normalize=False)
+        with torch.no_grad():  # the hard negatives' sampling weights, [b b] per direction
+            sim_i2t = image_feat @ text_feat_m.T / self.temp
+            sim_t2i = text_feat @ image_feat_m.T / self.temp
 
-        b = len(text)
-        neg_image, neg_text = sample_hard_negatives(sim_t2i[:, :b], generator=generator,
-                                                    sim_b2a=sim_i2t[:, :b])
+        neg_image, neg_text = sample_hard_negatives(sim_t2i, generator=generator, sim_b2a=sim_i2t)
         t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)  # text a, image b
         itm = self.itm_from_states(select_rows(text_f, t_idx), select_rows(image_f, i_idx))
         loss_itm = F.cross_entropy(itm, labels)

@@ -243,7 +243,8 @@ class BridgeTowerEncoder(TowerEncoder):
             ``(loss_itc + loss_itm + loss_mlm, logs)``.
         """
         from mmenc.builtin.towers import pool
-        from mmenc.objectives.masked import IGNORE_INDEX, mask_tokens
+        from mmenc.objectives.contrastive import info_nce
+        from mmenc.objectives.masked import IGNORE_INDEX, mask_tokens, masked_lm_loss
         from mmenc.objectives.matching import matching_pairs, sample_hard_negatives
 
         if not self.pretraining:
@@ -258,10 +259,9 @@ class BridgeTowerEncoder(TowerEncoder):
                   "image": tower_features(self.towers["image"], self.kinds["image"], image, True)}
         feats = {m: nn.functional.normalize(self.proj[m](pool(
             self.fusion({m: f})[m], self.pooling[m])), dim=-1) for m, f in towers.items()}
-        sim = feats["text"] @ feats["image"].T / self.temp  # [b b] text -> image
-        target = torch.arange(len(text), device=sim.device)
-        loss_itc = (nn.functional.cross_entropy(sim, target)
-                    + nn.functional.cross_entropy(sim.T, target)) / 2
+        loss_itc, _ = info_nce(feats["text"], feats["image"], 1.0 / self.temp)
+        with torch.no_grad():  # the hard negatives' sampling weights
+            sim = feats["text"] @ feats["image"].T / self.temp  # [b b] text -> image
 
         neg_image, neg_text = sample_hard_negatives(sim, generator=generator)
         t_idx, i_idx, labels = matching_pairs(neg_image, neg_text)
@@ -285,10 +285,8 @@ class BridgeTowerEncoder(TowerEncoder):
                   "image": towers["image"]}
         chosen = mlm_labels != IGNORE_INDEX  # [b n]; the loss reads these positions only
         logits = self.mlm_head(self.fusion(states)["text"].hidden[chosen])  # [k V]
-        targets = mlm_labels[chosen]
-        loss_mlm = nn.functional.cross_entropy(logits, targets) if len(targets) \
-            else logits.sum() * 0.0
-        acc = float((logits.argmax(-1) == targets).float().mean()) if len(targets) else 0.0
+        loss_mlm, mlm_logs = masked_lm_loss(logits, mlm_labels[chosen])
+        acc = mlm_logs["acc"]
         loss = loss_itc + loss_itm + loss_mlm
         return loss, {"loss": float(loss.detach()), "loss_itc": float(loss_itc.detach()),
                       "loss_itm": float(loss_itm.detach()), "loss_mlm": float(loss_mlm.detach()),
