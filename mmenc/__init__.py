@@ -34,6 +34,7 @@ _EXPORTS = {
     "convert": "mmenc.factory",
     "InputError": "mmenc.errors",
     "CheckpointError": "mmenc.errors",
+    "ConfigError": "mmenc.errors",
     "UnknownNameError": "mmenc.errors",
     "similarity": "mmenc.retrieval.search",
     "semantic_search": "mmenc.retrieval.search",

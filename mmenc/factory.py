@@ -9,6 +9,8 @@ never a silent extra entry in the saved configuration.
 from __future__ import annotations
 
 import difflib
+import inspect
+import re
 from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
@@ -40,8 +42,9 @@ class _ReadLog(dict):
     """A config dict that records the keys a builder looks up (``get``, ``[]``, ``in``).
 
     Builders read optional settings with ``config.get(...)``; a key that is neither in the
-    recipe's defaults nor looked up while building is one the recipe does not know. Copies made
-    with ``dict(...)`` are not followed, but nested dicts stay logged (they are shared).
+    recipe's defaults nor looked up while building (nor named in a lookup of the builder's
+    module, for options read while the model runs) is one the recipe does not know. Copies
+    made with ``dict(...)`` are not followed, but nested dicts stay logged (they are shared).
     """
 
     def __init__(self, data: dict[str, Any], log: set[tuple[str, ...]],
@@ -110,6 +113,20 @@ def _unknown(path: tuple[str, ...], defaults: dict[str, Any],
     return None
 
 
+_LOOKUP = re.compile(r"""(?:\.get\(|\[)\s*["']([A-Za-z_]\w*)["']""")
+
+
+def _looked_up_by(builder: Any) -> set[tuple[str, ...]]:
+    """Top-level names the builder's module looks up by literal (``cfg.get("temp")``): options
+    a model reads while it runs (a training step) rather than while it is built."""
+    module = inspect.getmodule(builder)
+    try:
+        source = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return set()
+    return {(key,) for key in _LOOKUP.findall(source)}
+
+
 def _check_overrides(name: str, defaults: dict[str, Any], overrides: dict[str, Any],
                      read: set[tuple[str, ...]]) -> None:
     for leaf in _leaves(overrides):
@@ -130,10 +147,11 @@ def _build(name: str, overrides: dict[str, Any]) -> Encoder:
     defaults = spec.default_config()
     # overrides may come from a file (a pretrain YAML): no size goes unchecked to a builder
     check_sizes(merge_config(defaults, overrides), f"create_model({name!r})", ConfigError)
-    read: set[tuple[str, ...]] = set()
+    builder = resolve(spec.builder)
+    read: set[tuple[str, ...]] = _looked_up_by(builder) if overrides else set()
     config = _ReadLog(merge_config(defaults, overrides), read)
     try:
-        model: Encoder = resolve(spec.builder)(config, directory=None)
+        model: Encoder = builder(config, directory=None)
     except (TypeError, KeyError, ValueError):
         # a misspelt nested key often breaks the build first: name it rather than the symptom
         _check_overrides(name, defaults, overrides, read)

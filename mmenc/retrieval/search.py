@@ -169,13 +169,21 @@ def _open_clip_classifier(model: Any, tokenizer: Any, classnames: Sequence[str],
                           templates: Sequence[Template], num_classes_per_batch: int | None = 10,
                           device: Any = None, use_tqdm: bool = False) -> Tensor:
     own = getattr(model, "tokenizers", {})
-    if tokenizer is not None and all(tokenizer is not t for t in own.values()):
+    if tokenizer is not None and not any(_same_tokenizer(tokenizer, t) for t in own.values()):
         raise ValueError("build_zero_shot_classifier: mmenc models tokenize prompts with their "
                          "own tokenizer; pass mmenc.get_tokenizer(model) or None, not "
                          f"{type(tokenizer).__name__}")
     batch = max(1, (num_classes_per_batch or 10) * max(1, len(templates)))
     return zero_shot_classifier(model, classnames, templates, "text", batch_size=batch,
                                 show_progress_bar=use_tqdm)
+
+
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    """The same object, or one built from the same configuration (``get_tokenizer(name)``)."""
+    if a is b:
+        return True
+    return type(a) is type(b) and callable(getattr(a, "config", None)) and \
+        a.config() == b.config()
 
 
 def zero_shot_classifier(model: Any, classnames: Sequence[str],
