@@ -129,3 +129,10 @@ def test_recall_chart_draws_baselines_and_chance(tmp_path):
     saved = json.loads(paths["report"].read_text())
     assert saved["baselines"] == baselines and "chance" in saved
     assert paths["plot"].stat().st_size > 0
+
+
+def test_a_baseline_without_directions_is_drawn_as_one_series():
+    fig = recall_figure(_report(), baselines={"emoji name lookup": {"R@1": 0.4, "R@5": 0.5,
+                                                                    "R@10": 0.6}})
+    bars = {c.get_label(): [b.get_height() for b in c] for c in fig.axes[0].containers}
+    assert bars["emoji name lookup"] == [0.4, 0.5, 0.6]

@@ -323,6 +323,9 @@ def recall_figure(report: dict[str, Any], ks: tuple[int, ...] = (1, 5, 10),
                for d, m in report.get("metrics_rerank", {}).items()]
     every = {**report.get("baselines", {}), **(baselines or {})}
     for name, by_direction in every.items():
+        if any(isinstance(v, int | float) for v in by_direction.values()):  # no direction given
+            series.append((name, by_direction, "//", ""))  # type: ignore[arg-type]
+            continue
         series += [(f"{name}: {d}" if len(directions) > 1 else name, m, "//", d)
                    for d, m in by_direction.items()]
     fig = Figure(figsize=(7.2, 4.2))

@@ -178,7 +178,6 @@ def run(out: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
     model = load(result.model_dir).eval()
     report = evaluate_retrieval(model, data["test"], "audio", "text", batch_size=32,
                                 echo=lambda _: None, show_progress_bar=False)
-    write_report(report, out / "retrieval")
     metrics = report["metrics"]
     strict = evaluate_retrieval(model, data["test_unseen_text"], "audio", "text", batch_size=32,
                                 echo=lambda _: None, show_progress_bar=False)
@@ -188,6 +187,7 @@ def run(out: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
     lengths = evaluate_retrieval(LengthScorer(read_manifest(data["train"])), data["test"],
                                  "audio", "text", echo=lambda _: None,
                                  show_progress_bar=False)["metrics"]
+    write_report(report, out / "retrieval", {"length only": lengths})
     baselines = {"random speech -> transcript": random_baseline(counts["text_items"]),
                  "random transcript -> speech": random_baseline(counts["audio_items"]),
                  "length only: speech -> transcript": lengths["audio->text"],

@@ -286,7 +286,9 @@ def run(out: Path, steps: int = STEPS, minilm: Path | None = None, echo: Echo = 
                "key + meter from the MIDI": evaluate_retrieval(KeyMeterScorer(), test_pairs,
                                                                "midi", "text", **quiet),
                "random": evaluate_retrieval(RandomScorer(), test_pairs, "midi", "text", **quiet)}
-    write_report(reports["mmenc midi-text"], out / "retrieval")
+    write_report(reports["mmenc midi-text"], out / "retrieval",
+                 {name: rep["metrics"] for name, rep in reports.items()
+                  if name != "mmenc midi-text"})
     rows = {f"{name}: {direction}": rep["metrics"][direction]
             for name, rep in reports.items() for direction in ("midi->text", "text->midi")}
     classification = dance_classification(model, data)

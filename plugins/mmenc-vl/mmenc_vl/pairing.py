@@ -85,18 +85,19 @@ def pretrain_config(recipe: str, overrides: dict[str, Any], train: Path, out: Pa
 
 
 def evaluate(model: Any, pairs: list[dict[str, str]], out: Path,
-             rerank: int = RERANK) -> dict[str, Any]:
+             rerank: int = RERANK, baselines: dict[str, Any] | None = None) -> dict[str, Any]:
     """Both directions by ITC alone, and with each query's ITC top ``rerank`` re-scored two
     ways: by the ITM matched probability alone (ALBEF's rule), and by the sum of the ITM and
-    ITC logits (ITM log-odds + similarity / temperature, BLIP's combination)."""
+    ITC logits (ITM log-odds + similarity / temperature, BLIP's combination). ``baselines``
+    (name -> direction -> metrics) are drawn on the charts."""
     from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
 
     itm = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
                              echo=lambda _: None)
     both = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
                               rerank_itc_weight="auto", echo=lambda _: None)
-    write_report(itm, out / "itm")
-    write_report(both, out / "itc+itm")
+    write_report(itm, out / "itm", baselines)
+    write_report(both, out / "itc+itm", baselines)
     return {"itc": itm["metrics"], "itm": itm.get("metrics_rerank"),
             "itc+itm": both.get("metrics_rerank"), "rerank": itm.get("rerank"),
             "counts": itm["counts"]}
@@ -122,6 +123,9 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
     echo(f"  {n_train} training and {len(pairs)} held-out emoji ({missing} the font cannot draw)")
     builders = {"albef": ("albef-tiny", albef_emoji), "bridgetower": ("bridgetower-tiny",
                                                                       bridgetower_emoji)}
+    from mmenc.demo import EMOJI_BASELINES
+
+    baselines = {name: {"image->text": m} for name, m in EMOJI_BASELINES.items()}
     results: dict[str, Any] = {"task": "emoji image <-> name (held-out emoji)",
                                "train_items": n_train, "test_items": len(pairs), "rerank": rerank}
     for name in models:
@@ -135,7 +139,7 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
                          if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm"))
              + ")")
         model = load(result.model_dir).eval()
-        report = evaluate(model, pairs, run_dir / "retrieval", rerank)
+        report = evaluate(model, pairs, run_dir / "retrieval", rerank, baselines)
         results[name] = {"steps": result.step, "seconds": round(seconds, 1),
                          "skipped": result.skipped, "model": str(result.model_dir), **report}
         for direction in ("image->text", "text->image"):
@@ -146,8 +150,6 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
                 if m:
                     cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
             echo(f"    {direction}: " + " | ".join(cells))
-    from mmenc.demo import EMOJI_BASELINES
-
     results["baselines"] = EMOJI_BASELINES
     echo("  baselines (image -> name): " + ", ".join(
         f"{name} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}" for name, m in EMOJI_BASELINES.items()))
