@@ -75,10 +75,9 @@ def audio_chroma(audio: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     power = spec.abs().square()  # [f t]
     chroma = torch.from_numpy(chroma_filter(sample_rate, N_FFT)) @ power  # [12 t]
     total = chroma.sum(dim=0)  # [t]
-    voiced = total > 1e-6 * float(total.max()) if total.numel() and float(total.max()) > 0 \
-        else torch.zeros_like(total, dtype=torch.bool)
-    if not bool(voiced.any()):
+    if not float(total.max()) > 0.0:
         return np.zeros(12)
+    voiced = total > 1e-6 * float(total.max())  # silent frames have no pitch class
     return (chroma[:, voiced] / total[voiced]).mean(dim=1).double().numpy()
 
 

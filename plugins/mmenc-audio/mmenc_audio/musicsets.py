@@ -15,7 +15,10 @@ API:
 
 - ``midi_audio_pairs(out_dir, n_train=2000, n_test=500, seed=0, seconds=8.0, max_offset=2.0,
   fmt="flac", renderer=None) -> Manifest``: a list of rows ``{"id", "midi", "audio", "text",
-  "split", "group", "program", "offset", "seconds", "synthetic": True}`` (test rows first),
+  "split", "group", "program", "offset", "seconds", "tune", "synthetic": True}`` (test rows
+  first; ``midi`` is the snippet, ``tune`` the whole tune's MIDI file in the cache, so
+  ``Renderer().render(row["tune"], row["program"], row["offset"], row["seconds"])`` makes the
+  clip again, e.g. on the fly in a data loader),
   with ``.skipped``: tunes left out by reason (fewer than :data:`MIN_NOTES` notes in the
   snippet, a silent render). ``n_test`` tunes are drawn from the held-out books, or all of
   them when there are fewer; ``n_train`` from the others; the draw depends on ``seed`` only.
@@ -86,5 +89,6 @@ def midi_audio_pairs(out_dir: str | Path, n_train: int = 2000, n_test: int = 500
             continue
         rows.append({"id": pair.id, "midi": str(midi_path), "audio": str(audio),
                      "text": pair.text, "split": split, "group": pair.book, "program": program,
-                     "offset": offset, "seconds": seconds, "synthetic": True})
+                     "offset": offset, "seconds": seconds, "tune": pair.midi,
+                     "synthetic": True})
     return Manifest(rows, dict(skipped))

@@ -10,7 +10,8 @@ API:
 
 - ``find_soundfont() -> Path | None``: the first installed SoundFont of :data:`SOUNDFONTS`.
 - ``Renderer(soundfont=None, sample_rate=16000)``: loads the SoundFont once (and renders one
-  throw-away clip: the first one after loading can come out silent).
+  throw-away clip: the first one after loading can come out silent). A renderer holds one
+  synthesizer: use one per thread or data-loader worker (it is not picklable).
   ``renderer.render(midi, program, offset, seconds=8.0) -> np.ndarray``: mono float32
   ``[seconds * sample_rate]``. ``midi`` is a path, bytes or ``symusic.Score`` (validated by
   :func:`mmenc_midi.midi.load_midi`); every melodic track is played with the General MIDI
@@ -165,6 +166,8 @@ class Renderer:
             raise InputError(program, "a General MIDI program is 0..127")
         if not 0.0 < seconds <= MAX_SECONDS:
             raise InputError(seconds, f"clip length must be in (0, {MAX_SECONDS}] seconds")
+        if not abs(offset) <= MAX_SECONDS:  # NaN fails too
+            raise InputError(offset, f"offset must be within {MAX_SECONDS} seconds")
         score = _score(midi)
         label = "<symusic.Score>" if not isinstance(midi, str | os.PathLike) else str(midi)
         synth, n = self._synth, int(round(seconds * self.sample_rate))

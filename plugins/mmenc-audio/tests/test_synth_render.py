@@ -148,6 +148,8 @@ def test_render_refuses_bad_requests(renderer):
         renderer.render(midi, 128, 0.0)
     with pytest.raises(InputError, match="silent"):
         renderer.render(midi, 0, -3.0, 1.0)  # the only note is cut away
+    with pytest.raises(InputError, match="offset"):
+        renderer.render(midi, 0, float("nan"), 1.0)
     with pytest.raises(InputError, match="MIDI"):
         renderer.render(b"RIFF0000", 0, 0.0)
 
@@ -246,6 +248,12 @@ def test_midi_audio_pairs_split_skip_and_cache(renderer, tmp_path, monkeypatch):
     assert {r["id"] for r in rows if r["split"] == "test"} == {"book0.abc#0", "book0.abc#3"}
     assert all(r["synthetic"] and os.path.isfile(r["audio"]) and os.path.isfile(r["midi"])
                for r in rows)
+    import soundfile as sf
+
+    row = rows[0]  # the stored clip is the on-the-fly render, up to 16-bit rounding
+    stored, _ = sf.read(row["audio"], dtype="float32")
+    fresh = renderer.render(row["tune"], row["program"], row["offset"], row["seconds"])
+    assert np.abs(stored - fresh).max() < 1e-4
     monkeypatch.setattr(renderer, "render", lambda *a, **k: pytest.fail("rendered again"))
     again = musicsets.midi_audio_pairs(tmp_path / "out", n_train=10, n_test=10, seed=2,
                                        seconds=4.0, renderer=renderer)
