@@ -84,7 +84,7 @@ class Voice:
     speed: int = 175
 
     def __post_init__(self) -> None:
-        if not self.language.replace("-", "").isalnum():
+        if not (self.language[:1].isalpha() and self.language.replace("-", "").isalnum()):
             raise InputError(self.language, "not an espeak-ng voice name")
         if self.variant not in VARIANTS:
             raise InputError(self.variant, "a variant is m1..m7, f1..f5 or empty")

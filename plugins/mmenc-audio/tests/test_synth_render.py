@@ -43,6 +43,8 @@ def test_voice_rejects_bad_fields():
         Voice(pitch=120)
     with pytest.raises(InputError, match="voice name"):
         Voice(language="en us; rm")
+    with pytest.raises(InputError, match="voice name"):
+        Voice(language="-w")
     assert Voice("en-gb", "f2", 40, 160).args() == ["-v", "en-gb+f2", "-p", "40", "-s", "160"]
 
 
