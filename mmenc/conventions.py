@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,9 +18,9 @@ from torch import Tensor
 
 
 def is_single_item(items: object) -> bool:
-    """True for one raw item: a string, bytes, a path, a PIL image, one array or one
-    ``(samples, sample_rate)`` pair (audio)."""
-    if isinstance(items, str | bytes | bytearray | os.PathLike | np.ndarray | Tensor):
+    """True for one raw item: a string, bytes, a path, a mapping (``{"path": ...}``), a PIL
+    image, one array or one ``(samples, sample_rate)`` pair (audio)."""
+    if isinstance(items, str | bytes | bytearray | os.PathLike | np.ndarray | Tensor | Mapping):
         return True
     if (isinstance(items, tuple) and len(items) == 2 and hasattr(items[0], "shape")
             and isinstance(items[1], int | float) and not isinstance(items[1], bool)):

@@ -174,3 +174,15 @@ def test_zero_shot_classifier_in_open_clip_order(clip):
     assert theirs.shape == (32, 4) and torch.allclose(ours, theirs, atol=1e-5)
     with pytest.raises(ValueError, match="own tokenizer"):
         mmenc.build_zero_shot_classifier(clip, object(), classes, templates)
+
+
+def test_single_item_kinds():
+    from pathlib import Path
+
+    from mmenc.conventions import is_single_item
+
+    for item in ("x", b"x", Path("a.png"), {"path": "a.png"}, np.zeros(8), torch.zeros(8),
+                 (np.zeros(8), 16000), example_images()[0]):
+        assert is_single_item(item), type(item)
+    for batch in (["x"], ("a", "b"), [np.zeros(8)], (np.zeros(8), np.zeros(8))):
+        assert not is_single_item(batch)
