@@ -95,7 +95,7 @@ def _bomb_png(size):
 
 
 @pytest.mark.parametrize("size,reason", [
-    ((2, 1_000_000), r"2x1000000 pixels is too elongated \(aspect 5e\+05, at most 20"),
+    ((2, 1_000_000), r"2x1000000 pixels is too elongated \(aspect 5e\+05, at most 500"),
     ((12_000, 12_000), r"12000x12000 = 144000000 pixels is too large \(at most 64000000"),
 ])
 def test_image_bombs_are_refused_from_the_header(tmp_path, size, reason):
@@ -119,11 +119,26 @@ def test_image_limits_are_options():
     from mmenc.builtin import image as image_module
 
     wide = Image.new("RGB", (300, 10))
-    assert load_image(wide, image_module.ImageLimits(max_aspect=30)).size == (300, 10)
-    with pytest.raises(InputError, match="aspect 30"):
-        load_image(wide)
+    assert load_image(wide).size == (300, 10)
+    with pytest.raises(InputError, match="aspect 30, at most 20, ImageLimits.max_aspect"):
+        load_image(wide, image_module.ImageLimits(max_aspect=20))
     with pytest.raises(InputError, match="at most 2000, ImageLimits.max_pixels"):
         load_image(wide, image_module.ImageLimits(max_pixels=2000))
+
+
+def test_images_at_the_aspect_cap_stay_cheap():
+    """The shortest-side resize scales the long side as much as the short one; at the cap
+    (2 x 1,000 pixels) that is 224 x 112,000 pixels, not 224 x 112,000,000."""
+    import time
+
+    from mmenc.builtin.image import LIMITS
+
+    at_cap = Image.new("RGB", (2, int(2 * LIMITS.max_aspect)), "red")
+    start = time.perf_counter()
+    assert ImageTokenizer(size=224)([at_cap]).values.shape == (1, 3, 224, 224)
+    assert time.perf_counter() - start < 5.0
+    with pytest.raises(InputError, match="too elongated"):
+        load_image(Image.new("RGB", (2, int(2 * LIMITS.max_aspect) + 2)))
 
 
 def test_text_caps():

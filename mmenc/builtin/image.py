@@ -7,9 +7,10 @@ with an :class:`~mmenc.errors.InputError` naming the file.
 
 Cost caps (:class:`ImageLimits`): an image of more than ``max_pixels`` pixels or with a long
 side more than ``max_aspect`` times its short side is refused, from the size in the file's
-header, before it is decoded (a 3 KB PNG can declare 2 x 1,000,000 pixels, which the
-shortest-side resize would turn into 224 x 112,000,000). The caps in force are :data:`LIMITS`;
-pass ``limits=`` to :func:`load_image` or replace ``mmenc.builtin.image.LIMITS``.
+header, before it is decoded (a 3 KB PNG can declare 2 x 1,000,000 pixels). The caps in force
+are :data:`LIMITS`; pass ``limits=`` to :func:`load_image` or replace
+``mmenc.builtin.image.LIMITS``. The aspect cap also bounds the shortest-side resize, which
+scales the long side by as much as the short one: at most ``size x size * max_aspect`` pixels.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ class ImageLimits:
 
     Args:
         max_pixels: most pixels (width x height; 8000 x 8000 by default, 192 MB as RGB).
-        max_aspect: largest ratio of the long side to the short side.
+        max_aspect: largest ratio of the long side to the short side (500: the shortest-side
+            resize to 224 makes at most 224 x 112,000 pixels, 75 MB).
     """
 
     max_pixels: int = 64_000_000
-    max_aspect: float = 20.0
+    max_aspect: float = 500.0
 
 
 LIMITS = ImageLimits()
