@@ -52,13 +52,33 @@ def read_foreign(path: str | Path) -> Any:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        blocked = str(exc).split("\n")[0]
+        blocked = _blocked_global(str(exc))
+        if blocked is None:
+            with path.open("rb") as f:
+                is_pickle = f.read(1) == b"\x80"  # the PROTO opcode that starts a pickle
+            if not is_pickle:  # an image, a text file ...
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint") from None
+            blocked = "a pickle that is not plain tensors and containers"
         raise CheckpointError(
             f"{path}: refused: it needs objects that a weights-only load does not allow "
             f"({blocked}); mmenc never unpickles arbitrary code"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, OSError) as exc:  # a damaged archive: say what broke
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:120]})") \
+            from None
+    except Exception:  # noqa: BLE001 - the unpickler fails in many ways on other files
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint") from None
+
+
+def _blocked_global(message: str) -> str | None:
+    """The global a weights-only load refused, from PyTorch's message (whose advice to load
+    with ``weights_only=False`` is never relayed), or None when nothing was refused."""
+    for line in message.splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or line.startswith(("Unsupported class", "Trying to call reduce")):
+            return line.split(" was not an allowed global")[0].split(". ")[0].rstrip(".")
+    return None
 
 
 def find_weights(directory: str | Path) -> Path:
@@ -88,7 +108,8 @@ def fit_state_dict(
         for label, keys in (("missing", missing), ("unexpected", unexpected),
                             ("mis-shaped", misshaped)):
             if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                more = f", ... ({len(keys)} in all)" if len(keys) > 8 else ""
+                shown = ", ".join(keys[:8]) + more
                 parts.append(f"{label} keys: {shown}")
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(dict(state_dict), strict=True)

@@ -32,7 +32,8 @@ class Entry:
 class Catalogue:
     """Registered specs by kind and name, with provenance."""
 
-    def __init__(self, results: Iterable[tuple[PluginRecord, list[Any]]], strict: bool = False):
+    def __init__(self, results: Iterable[tuple[PluginRecord, list[Any]]],
+                 strict: bool = False) -> None:
         self.plugins: dict[str, PluginRecord] = {}
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in SPEC_KINDS}
         for record, specs in results:
@@ -80,7 +81,23 @@ class Catalogue:
         try:
             return self._entries[kind][name]
         except KeyError:
-            raise UnknownNameError(kind, name, self._entries[kind]) from None
+            error = UnknownNameError(kind, name, self._entries[kind])
+            failed = self.failed_plugin_for(name)
+            if failed is not None:  # the close matches of the plugins that loaded mislead
+                error.args = (f"unknown {kind} {name!r}; plugin {failed!r} failed to load "
+                              "(see `mmenc plugins`)",)
+            raise error from None
+
+    def failed_plugin_for(self, name: str) -> str | None:
+        """The failed plugin that may have registered ``name``: one whose name (or
+        distribution name) starts ``name``, or None."""
+        for record in self.plugins.values():
+            if record.status != "error":
+                continue
+            stems = {record.name, record.distribution.removeprefix("mmenc-")}
+            if any(name == s or name.startswith((f"{s}-", f"{s}_")) for s in stems if s):
+                return record.name
+        return None
 
     def get(self, kind: str, name: str) -> Any:
         """The spec registered as ``name`` (close matches are listed when it is unknown)."""

@@ -117,22 +117,24 @@ def test_search_exact_faiss_and_hnsw_agree(models, images, tmp_path):
         result = run("search", store, "--query-file", images / "2.png", "--query-modality",
                      "image", "--index", kind, "--json", "-k", "3")
         assert result.exit_code == 0, result.output
-        (entry,) = json.loads(result.stdout)
-        found[kind] = [(h["id"], round(h["score"], 4)) for h in entry["results"]]
-        assert entry["results"][0]["id"] == str((images / "2.png").resolve())
-        assert entry["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+        hits = [json.loads(line) for line in result.stdout.splitlines()]  # NDJSON
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+        assert {h["query"] for h in hits} == {str(images / "2.png")}
+        found[kind] = [(h["id"], round(h["score"], 4)) for h in hits]
+        assert hits[0]["id"] == str((images / "2.png").resolve())
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
     assert found["exact"] == found["faiss"] == found["hnsw"]
     assert (tmp_path / "s.db.hnsw-all").is_file()  # cached for the next search
     only_text = run("search", store, "--query", "stripes", "--gallery-modality", "text")
     assert only_text.exit_code == 0, only_text.output
     lines = only_text.stdout.splitlines()
-    assert lines[1].split()[:3] == ["rank", "score", "id"] and len(lines) == 3
-    assert lines[2].split()[-1] == "stripes"
+    assert lines[1].split()[:4] == ["rank", "score", "modality", "item"] and len(lines) == 3
+    assert lines[2].split()[2:] == ["text", "stripes"]
 
 
 def test_search_needs_an_existing_store(tmp_path):
     result = run("search", tmp_path / "nope.db", "--query", "x")
-    assert result.exit_code == 2
+    assert result.exit_code == 1 and "nope.db: the store does not exist" in result.stderr
     empty = tmp_path / "empty.db"
     EmbeddingStore(empty).close()
     result = run("search", empty, "--query", "x")

@@ -5,7 +5,9 @@ Tables:
   its ``config.json`` and of its ``model.safetensors``), the embedding dim, a generation
   counter bumped by every write.
   ``items(id, modality, content_sha256, source, embedding, dim, updated)``: one row per item;
-  ``embedding`` is ``dim`` little-endian float32 values.
+  ``embedding`` is ``dim`` little-endian float32 values; ``metadata``: a JSON object given
+  when the item was embedded (or NULL), returned by searches. Stores made before the column
+  existed get it (NULL) when they are opened.
 
 A store belongs to one model: embedding into it with other weights is refused, since vectors
 of two models do not share a space. Items whose id and content hash are already stored are
@@ -15,6 +17,7 @@ not encoded again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -98,6 +101,7 @@ class StoredItem:
     content_sha256: str
     source: str
     embedding: Tensor
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Gallery:
     modalities: list[str]
     sources: list[str]
     embeddings: Tensor  # [g e]
+    metadata: list[dict[str, Any] | None] = field(default_factory=list)
 
 
 class EmbeddingStore:
@@ -120,17 +125,30 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: a folder, not a store file")
+        if not self.path.parent.is_dir():
+            raise StoreError(f"{self.path}: its folder {self.path.parent} does not exist")
         if not create and not self.path.is_file():
-            raise StoreError(f"{self.path}: no such store (make one with `mmenc embed`)")
+            raise StoreError(f"{self.path}: the store does not exist (make one with "
+                             "`mmenc embed`)")
         try:
             self.db = sqlite3.connect(str(self.path))
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not an mmenc store ({exc})") from None
         version = self.meta.get("schema_version")
         if version not in (None, SCHEMA_VERSION):
             raise StoreError(f"{self.path}: store schema {version}, this mmenc reads "
                              f"{SCHEMA_VERSION}")
+
+    def _migrate(self) -> None:
+        """Columns added since the first schema, added to an older store (as NULL)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(items)")}
+        if "metadata" not in columns:
+            with self.db:
+                self.db.execute("ALTER TABLE items ADD COLUMN metadata TEXT")
 
     def __enter__(self) -> EmbeddingStore:
         return self
@@ -226,33 +244,61 @@ class EmbeddingStore:
         now = time.time()
         with self.db:
             self.db.executemany(
-                "INSERT INTO items(id, modality, content_sha256, source, embedding, dim, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "INSERT INTO items(id, modality, content_sha256, source, embedding, dim, updated, "
+                "metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "modality=excluded.modality, content_sha256=excluded.content_sha256, "
                 "source=excluded.source, embedding=excluded.embedding, dim=excluded.dim, "
-                "updated=excluded.updated",
+                "updated=excluded.updated, metadata=excluded.metadata",
                 [(r.id, r.modality, r.content_sha256, r.source, to_blob(r.embedding),
-                  int(r.embedding.numel()), now) for r in rows])
+                  int(r.embedding.numel()), now,
+                  None if r.metadata is None else json.dumps(r.metadata, sort_keys=True))
+                 for r in rows])
             generation = int(self.meta.get("generation", "0")) + 1
             self._set_meta({"dim": str(dims.pop()), "generation": str(generation)})
 
-    def rows(self, modality: str | None = None) -> Iterator[tuple[str, str, str, bytes]]:
-        sql = "SELECT id, modality, source, embedding FROM items"
+    def set_metadata(self, metadata: dict[str, dict[str, Any] | None]) -> None:
+        """Replace the metadata of stored items (``id -> object``) without re-encoding them."""
+        with self.db:
+            self.db.executemany("UPDATE items SET metadata = ? WHERE id = ?",
+                                [(None if m is None else json.dumps(m, sort_keys=True), i)
+                                 for i, m in metadata.items()])
+
+    def rows(self, modality: str | None = None
+             ) -> Iterator[tuple[str, str, str, bytes, str | None]]:
+        sql = "SELECT id, modality, source, embedding, metadata FROM items"
         if modality is None:
             return iter(self.db.execute(sql + " ORDER BY rowid"))
         return iter(self.db.execute(sql + " WHERE modality = ? ORDER BY rowid", (modality,)))
 
     def gallery(self, modality: str | None = None) -> Gallery:
         """Every stored embedding (of one modality when given), in storage order."""
-        ids, modalities, sources, blobs = [], [], [], []
-        for item_id, mod, source, blob in self.rows(modality):
+        ids, modalities, sources, blobs, metadata = [], [], [], [], []
+        for item_id, mod, source, blob, meta in self.rows(modality):
             ids.append(item_id)
             modalities.append(mod)
             sources.append(source)
             blobs.append(blob)
+            metadata.append(None if meta is None else json.loads(meta))
         dim = int(self.meta.get("dim", "0"))
         emb = from_blobs(blobs, dim) if blobs else torch.zeros(0, dim)
-        return Gallery(ids, modalities, sources, emb)
+        return Gallery(ids, modalities, sources, emb, metadata)
+
+    def embedding(self, item_id: str) -> tuple[str, Tensor]:
+        """``(modality, embedding [dim])`` of a stored item.
+
+        Raises:
+            StoreError: no item has this id (close ids are suggested).
+        """
+        row = self.db.execute("SELECT modality, embedding FROM items WHERE id = ?",
+                              (item_id,)).fetchone()
+        if row is None:
+            import difflib
+
+            ids = [r[0] for r in self.db.execute("SELECT id FROM items")]
+            close = difflib.get_close_matches(item_id, ids, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise StoreError(f"{self.path}: no item with id {item_id!r}{hint}")
+        return row[0], from_blobs([row[1]], int(self.meta.get("dim", "0")))[0]
 
     # -- search ----------------------------------------------------------------------------
     def index(self, gallery: Gallery, kind: str = "auto", modality: str | None = None,
@@ -285,20 +331,38 @@ class EmbeddingStore:
             per query, ``{"rank", "score", "id", "modality", "source"}`` best first.
         """
         gallery = self.gallery(modality)
+        if not gallery.ids:
+            counts = self.counts()
+            if not counts:
+                raise StoreError(f"{self.path}: the store is empty (nothing embedded yet)")
+            raise StoreError(f"{self.path}: no items of modality {modality!r} (it holds "
+                             + ", ".join(f"{n} {m}" for m, n in counts.items()) + ")")
         if queries.shape[1] != gallery.embeddings.shape[1]:
             raise StoreError(f"query dim {queries.shape[1]} != store dim "
                              f"{gallery.embeddings.shape[1]}")
-        if not gallery.ids:
-            return [[] for _ in range(len(queries))]
         scores, ids = self.index(gallery, index, modality).search(queries, k)
         return [[{"rank": r + 1, "score": float(s), "id": gallery.ids[i],
-                  "modality": gallery.modalities[i], "source": gallery.sources[i]}
+                  "modality": gallery.modalities[i], "source": gallery.sources[i],
+                  **({"metadata": gallery.metadata[i]} if gallery.metadata[i] is not None
+                     else {})}
                  for r, (s, i) in enumerate(zip(row_s, row_i, strict=True)) if i >= 0]
                 for row_s, row_i in zip(scores.tolist(), ids.tolist(), strict=True)]
 
+    def neighbours(self, item_id: str, k: int = 10, index: str = "auto",
+                   modality: str | None = None) -> list[dict[str, Any]]:
+        """The ``k`` stored items nearest to the stored item ``item_id``, itself excluded."""
+        _, vector = self.embedding(item_id)
+        hits = self.search(vector[None], k + 1, index, modality)[0]
+        hits = [h for h in hits if h["id"] != item_id][:k]
+        return [{**h, "rank": r + 1} for r, h in enumerate(hits)]
+
+    def counts(self) -> dict[str, int]:
+        """Stored items per modality."""
+        return dict(self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality "
+                                    "ORDER BY modality"))
+
     def describe(self) -> dict[str, Any]:
-        counts = dict(self.db.execute("SELECT modality, COUNT(*) FROM items GROUP BY modality"))
-        return {"path": str(self.path), "items": counts, **self.meta}
+        return {"path": str(self.path), "items": self.counts(), **self.meta}
 
 
 # -- embedding items into a store ---------------------------------------------------------
@@ -317,6 +381,7 @@ class Item:
     raw: Any
     content_sha256: str
     source: str
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -383,6 +448,10 @@ def embed_items(model: Any, store: EmbeddingStore, items: Iterable[Item], modali
             report.unchanged += 1
         else:
             todo.append(item)
+    # metadata given again is kept up to date without encoding an unchanged item again
+    todo_ids = {it.id for it in todo}
+    store.set_metadata({it.id: it.metadata for it in unique.values()
+                        if it.metadata is not None and it.id not in todo_ids})
     # similar lengths in a batch waste less compute on padding (text, code)
     todo.sort(key=lambda it: -_size(it.raw))
     starts: Iterable[int] = range(0, len(todo), batch_size)
@@ -399,7 +468,8 @@ def embed_items(model: Any, store: EmbeddingStore, items: Iterable[Item], modali
         for pos, reason in failed.items():
             report.skip(batch[pos].source, reason)
         store.write([StoredItem(batch[pos].id, modality, batch[pos].content_sha256,
-                                batch[pos].source, row) for pos, row in zip(ok, emb, strict=True)])
+                                batch[pos].source, row, batch[pos].metadata)
+                     for pos, row in zip(ok, emb, strict=True)])
         for pos in ok:
             if batch[pos].id in stored:
                 report.updated += 1

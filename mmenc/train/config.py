@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ _EXTRA = {"contrastive": {"momentum"}, "masked-modeling": {"mask_id", "vocab_siz
           "matching": {"pool", "temperature"}}
 _FILLED = {"contrastive": set(), "masked-modeling": {"vocab_sizes", "decoder_weights", "mask_ids"},
            "matching": set()}
+
+# The largest global batch a config may ask for: sizes read from a file are checked before
+# anything is allocated.
+MAX_BATCH_SIZE = 65536
 
 # Keys that change neither the maths nor the data order: a run may resume with other values.
 _NOT_HASHED = ("checkpoint", "log_every", "progress", "output_dir")
@@ -136,6 +141,8 @@ def read_mapping(source: str | Path | dict[str, Any]) -> tuple[str, dict[str, An
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -163,12 +170,7 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         raise ConfigError(f"{where}: {path or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: {path}{key}: unknown key{hint} "
-                              f"(known: {', '.join(fields)})")
+    check_keys(data, list(fields), path, where)
     values = {}
     for name, f in fields.items():
         if name in data:
@@ -176,6 +178,21 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: {path}{name}: required key is missing")
     return cls(**values)
+
+
+def check_keys(data: Any, known: list[str], path: str, where: str) -> None:
+    """Every key of the mapping ``data`` (at key path ``path``, ending with ``.`` or empty)
+    is one of ``known``; else a :class:`ConfigError` with the closest known key. Every
+    config reader (pretraining, plugins' own configs) reports unknown keys this way."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path.rstrip('.') or 'config'}: expected a mapping, "
+                          f"got {data!r}")
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: {path}{key}: unknown key{hint} "
+                              f"(known: {', '.join(known)})")
 
 
 def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
@@ -209,11 +226,13 @@ def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
         # YAML 1.1 reads `1e-3` (no dot) as a string; accept any spelling float() accepts
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: {path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {path}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -256,6 +275,62 @@ def objective_options(name: str) -> set[str]:
     return (params - _FILLED[name]) | _EXTRA[name]
 
 
+def _check_optim(optim: OptimConfig, fail: Any) -> None:
+    """Ranges of the optimiser's numbers (finiteness is checked when they are read)."""
+    for key in ("lr", "weight_decay", "min_lr"):
+        if getattr(optim, key) < 0:
+            raise fail(f"optim.{key}", f"must not be negative, got {getattr(optim, key)}")
+    if optim.min_lr > optim.lr:
+        raise fail("optim.min_lr", f"{optim.min_lr} is above optim.lr {optim.lr}")
+    if optim.eps <= 0:
+        raise fail("optim.eps", f"must be positive, got {optim.eps}")
+    if not all(0 <= b < 1 for b in optim.betas):
+        raise fail("optim.betas", f"each must be in [0, 1), got {optim.betas}")
+    if optim.warmup_steps < 0:
+        raise fail("optim.warmup_steps", f"must not be negative, got {optim.warmup_steps}")
+    if optim.grad_clip is not None and optim.grad_clip <= 0:
+        raise fail("optim.grad_clip", f"must be positive (or null), got {optim.grad_clip}")
+
+
+def _check_overrides(overrides: dict[str, Any], spec: Any, fail: Any) -> None:
+    """Each override that replaces a default has the default's type and, for a number
+    whose default is not negative (sizes, rates), is not negative either. Keys the recipe
+    does not know are reported when the model is built, which knows every key it reads."""
+    try:
+        defaults = spec.default_config()
+    except Exception:  # noqa: BLE001 - a recipe whose defaults fail is reported when built
+        return
+
+    def walk(values: dict[str, Any], base: Any, path: str) -> None:
+        for key, value in values.items():
+            here = f"{path}.{key}"
+            default = base.get(key) if isinstance(base, dict) else None
+            if isinstance(value, dict):
+                if default is not None and not isinstance(default, dict):
+                    raise fail(here, f"expected {type(default).__name__}, got a mapping")
+                walk(value, default, here)
+                continue
+            if default is None:
+                continue
+            if isinstance(default, dict):
+                raise fail(here, f"expected a mapping, got {value!r}")
+            if isinstance(default, bool) or isinstance(value, bool):
+                if type(value) is not type(default):
+                    raise fail(here, f"expected {type(default).__name__}, got {value!r}")
+            elif isinstance(default, int | float):
+                if not isinstance(value, int | float) or (
+                        isinstance(default, int) and not isinstance(value, int)):
+                    raise fail(here, f"expected {type(default).__name__}, got {value!r}")
+                if not math.isfinite(value):
+                    raise fail(here, f"expected a finite number, got {value!r}")
+                if default >= 0 > value:
+                    raise fail(here, f"must not be negative, got {value}")
+            elif isinstance(default, str | list) and not isinstance(value, type(default)):
+                raise fail(here, f"expected {type(default).__name__}, got {value!r}")
+
+    walk(overrides, defaults, "model.overrides")
+
+
 def _check(config: TrainConfig, where: str) -> None:
     """Checks that need more than one key or the catalogue."""
     from mmenc.registry import catalogue
@@ -274,10 +349,14 @@ def _check(config: TrainConfig, where: str) -> None:
                        ("checkpoint.keep", config.checkpoint.keep)):
         if value < 1:
             raise fail(key, f"must be at least 1, got {value}")
+    if config.batch_size > MAX_BATCH_SIZE:
+        raise fail("batch_size", f"{config.batch_size} is more than {MAX_BATCH_SIZE}")
     if config.data.num_workers < 0:
         raise fail("data.num_workers", "must not be negative")
     if len(config.optim.betas) != 2:
         raise fail("optim.betas", f"expected two numbers, got {config.optim.betas}")
+    _check_optim(config.optim, fail)
+    _check_overrides(config.model.overrides, spec, fail)
     if config.device not in ("auto", "cpu", "cuda"):
         raise fail("device", f"expected auto, cpu or cuda, got {config.device!r}")
     if (config.data.train is None) == (config.data.shards is None):
@@ -292,6 +371,8 @@ def _check(config: TrainConfig, where: str) -> None:
     labels: set[str] = set()
     for i, obj in enumerate(config.objectives):
         path = f"objectives[{i}]"
+        if obj.weight < 0:
+            raise fail(f"{path}.weight", f"must not be negative, got {obj.weight}")
         try:
             cat.get("objective", obj.name)
         except UnknownNameError as exc:

@@ -53,7 +53,8 @@ class ManifestStream:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read the manifest ({exc.strerror})") from None
+            raise ConfigError(f"data.train: {self.path}: cannot read the manifest "
+                              f"({exc.strerror})") from None
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

@@ -65,17 +65,12 @@ def read_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: naming the file (``<config>`` for a mapping) and the key.
     """
-    from mmenc.train.config import read_mapping
+    from mmenc.train.config import check_keys, read_mapping
 
     where, data = read_mapping(source)
 
     def check(mapping: Any, allowed: set[str], path: str) -> None:
-        if not isinstance(mapping, dict):
-            raise ConfigError(f"{where}: {path}: expected a mapping, got {mapping!r}")
-        for key in mapping:
-            if key not in allowed:
-                raise ConfigError(f"{where}: {path}.{key}: unknown key (known: "
-                                  f"{', '.join(sorted(allowed))})".replace(": .", ": "))
+        check_keys(mapping, sorted(allowed), f"{path}." if path else "", where)
 
     check(data, _TOP, "")
     for key in ("output_dir", "data"):

@@ -37,6 +37,9 @@ def midi_tokenize(inputs: tuple[Path, ...], name: str, out: Path | None, as_json
     from mmenc_midi.tokenizers import tokenize_many, tokenizer_for
 
     files = corpus_files(inputs)
+    if not files:
+        raise click.ClickException(f"no MIDI files ({', '.join(SUFFIXES)}) in "
+                                   f"{', '.join(map(str, inputs))}")
     start = time.perf_counter()
     report = tokenize_many(files, tokenizer_for({"tokenizer": name}))
     seconds = time.perf_counter() - start
@@ -53,8 +56,11 @@ def midi_tokenize(inputs: tuple[Path, ...], name: str, out: Path | None, as_json
                  files=np.array([str(files[i]) for i in done]))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(f"{name}: tokenized {len(done)} of {len(files)} files ({tokens} tokens), "
-               f"skipped {len(report.skipped)}")
-    for reason, count in report.counts.most_common():
-        click.echo(f"  {count:>6}  {reason}")
+    else:
+        click.echo(f"{name}: tokenized {len(done)} of {len(files)} files ({tokens} tokens), "
+                   f"skipped {len(report.skipped)}")
+        for reason, count in report.counts.most_common():
+            click.echo(f"  {count:>6}  {reason}")
+    if not done:  # a run that did nothing is a failure, whatever the output format
+        reasons = ", ".join(f"{n} x {r}" for r, n in report.counts.most_common())
+        raise click.ClickException(f"no file could be tokenized ({reasons})")
