@@ -50,7 +50,7 @@ def read_metadata(value: str) -> tuple[dict[str, Any] | None, dict[str, dict[str
     from mmenc.errors import InputError
 
     text, where = value, "--metadata"
-    if not value.lstrip().startswith("{"):
+    if not value.lstrip().startswith(("{", "[")):
         where = value
         try:
             text = Path(value).read_text(encoding="utf-8")
@@ -199,6 +199,9 @@ def embed(model_dir: Path, inputs: tuple[Path, ...], modality: str, store_path: 
         raise click.ClickException(f"nothing to embed ({reasons})")
     model = mmenc.load(model_dir)
     model.check_modality(modality)
+    if dim is None and store_path.is_file():  # a store made with --dim keeps it
+        with EmbeddingStore(store_path, create=False) as store:
+            dim = store.truncate_dim
     if dim is not None:  # checked before the store is bound to it
         width = embedding_width(model, modality)
         if dim > width:
