@@ -16,6 +16,8 @@ scales the long side by as much as the short one: at most ``size x size * max_as
 from __future__ import annotations
 
 import io
+import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 
 from mmenc.batch import TokenBatch
-from mmenc.errors import InputError
+from mmenc.errors import ConfigError, InputError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -154,14 +156,26 @@ class ImageTokenizer:
     """
 
     modality = "image"
+    MAX_SIZE = 4096
+    """Largest output side a configuration may ask for (ViTs use 224 to 518)."""
 
     def __init__(self, size: int = 224, resize: str = "shortest",
                  mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD,
                  interpolation: str = "bicubic") -> None:
+        # configurations come from config.json files: check them before any image is resized
         if resize not in ("square", "shortest"):
-            raise ValueError(f"resize must be 'square' or 'shortest', got {resize!r}")
+            raise ConfigError(f"image tokenizer: resize must be 'square' or 'shortest', "
+                              f"got {resize!r}")
+        if interpolation not in ("bicubic", "bilinear"):
+            raise ConfigError(f"image tokenizer: interpolation must be 'bicubic' or "
+                              f"'bilinear', got {interpolation!r}")
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) \
+                or not 1 <= size <= self.MAX_SIZE:
+            raise ConfigError(f"image tokenizer: size must be an integer in "
+                              f"1..{self.MAX_SIZE}, got {size!r}")
         self.size, self.resize = int(size), resize
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean = _channel_values("mean", mean, positive=False)
+        self.std = _channel_values("std", std, positive=True)
         self.interpolation = interpolation
 
     def __call__(self, items: list[object]) -> TokenBatch:
@@ -193,11 +207,24 @@ class ImageTokenizer:
         return TokenBatch(values=(pixels - mean) / std)
 
     def config(self) -> dict[str, object]:
-        return {"tokenizer": "image", "size": self.size, "resize": self.resize, "mean": list(self.mean),
-                "std": list(self.std), "interpolation": self.interpolation}
+        return {"tokenizer": "image", "size": self.size, "resize": self.resize,
+                "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation}
 
     def save(self, directory: str) -> None:
         """Nothing to write: the configuration is all there is."""
+
+
+def _channel_values(name: str, values: object, positive: bool) -> tuple[float, ...]:
+    """One or three finite numbers (strictly positive for ``std``), or a ConfigError."""
+    ok = isinstance(values, list | tuple) and len(values) in (1, 3) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        and (v > 0 or not positive) for v in values)
+    if not ok:
+        wanted = "positive" if positive else "finite"
+        raise ConfigError(f"image tokenizer: {name} must be 1 or 3 {wanted} numbers, "
+                          f"got {values!r}")
+    return tuple(float(v) for v in values)  # type: ignore[union-attr]
 
 
 def image_tokenizer(config: dict[str, Any], directory: Path | None = None) -> ImageTokenizer:
