@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import sys
@@ -105,14 +106,14 @@ def _where(exc: BaseException) -> str:
     f = frames[-1]
     path = f.filename
     root = str(Path(__file__).resolve().parents[2]) + "/"
-    if "site-packages/" in path:
+    if "/scratch/" in path:  # a generated plugin's module: its name, without the case's tag
+        path = re.sub(r"\d+", "N", Path(path).name)
+    elif "site-packages/" in path:
         path = path.split("site-packages/", 1)[1]
     elif path.startswith(root):
         path = path[len(root):]
     elif "/lib/python3" in path:  # the standard library
         path = path.split("/lib/", 1)[1]
-    elif "/scratch/" in path:  # a generated plugin's module: its name is enough
-        path = Path(path).name
     return f"{path}:{f.lineno} in {f.name}"
 
 
