@@ -38,7 +38,12 @@ SIZE_BOUNDS: dict[str, tuple[int, int]] = {
     "image_size": (1, 1 << 14), "size": (1, 1 << 14), "patch_size": (1, 1 << 12),
     "in_chans": (1, 64), "num_mel_bins": (1, 4096), "conv_pos": (0, 4096),
     "conv_pos_groups": (1, 4096),
+    # the same sizes under the names of an HF config.json (read by converters)
+    "hidden_size": _WIDTH, "intermediate_size": _WIDTH, "num_hidden_layers": (1, 256),
+    "num_attention_heads": (1, 1024), "max_position_embeddings": _LENGTH,
 }
+# width key -> the key of the number of heads it divides into, in the same mapping
+_HEADS = {"dim": "heads", "hidden_size": "num_attention_heads"}
 # the layers of all trunks together: building a skeleton costs time per layer
 MAX_TOTAL_DEPTH = 1024
 
@@ -60,15 +65,16 @@ def _is_int(value: Any) -> bool:
 
 
 def check_sizes(config: Mapping[str, Any], where: str,
-                error: type[MmencError] = CheckpointError) -> None:
+                error: type[MmencError] = CheckpointError, root: str = "config") -> None:
     """Every size in ``config`` is an integer within :data:`SIZE_BOUNDS`, and every ``dim``
     divides by the ``heads`` beside it.
 
     Raises:
         CheckpointError: (or ``error``) naming ``where`` (the file) and the key, e.g.
-            ``config.towers.text.trunk.heads``.
+            ``config.towers.text.trunk.heads`` (``root`` is the first part of the key).
     """
-    entries = list(_walk(config, "config"))
+    entries = [(path.lstrip("."), key, value, parent)
+               for path, key, value, parent in _walk(config, root)]
     for path, key, value, _ in entries:
         bounds = SIZE_BOUNDS.get(key)
         if bounds is None or value is None or isinstance(value, Mapping):
@@ -81,15 +87,15 @@ def check_sizes(config: Mapping[str, Any], where: str,
             low, high = bounds
             if not low <= item <= high:
                 raise error(f"{where}: {at}: {item} is outside {low}..{high}")
-    total = sum(value for _, key, value, _ in entries if key == "depth" and _is_int(value))
+    total = sum(value for _, key, value, _ in entries
+                if key in ("depth", "num_hidden_layers") and _is_int(value))
     if total > MAX_TOTAL_DEPTH:
         raise error(f"{where}: config: its trunks have {total} layers in all, more than "
                     f"{MAX_TOTAL_DEPTH}")
     for path, key, value, parent in entries:
-        if key == "heads" and _is_int(value) and parent is not None \
-                and _is_int(parent.get("dim")) and parent["dim"] % value:
-            raise error(f"{where}: {path}: dim {parent['dim']} does not divide into "
-                        f"{value} heads")
+        heads = parent.get(_HEADS[key]) if key in _HEADS and parent is not None else None
+        if _is_int(value) and _is_int(heads) and value % heads:
+            raise error(f"{where}: {path}: {value} does not divide into {heads} heads")
 
 
 def find_cleaner(name: object, cleaners: Mapping[str, CleanerSpec]) -> CleanerSpec:

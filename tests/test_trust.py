@@ -161,7 +161,7 @@ def _set(path: str, value: Any) -> Any:
     ("towers.text.trunk.dim", -32, r"towers\.text\.trunk\.dim: -32 is outside"),
     ("towers.text.trunk.ffn_dim", -1, r"towers\.text\.trunk\.ffn_dim: -1 is outside"),
     ("towers.text.trunk.heads", 0, r"towers\.text\.trunk\.heads: 0 is outside"),
-    ("towers.text.trunk.heads", 3, r"towers\.text\.trunk\.heads: dim 32 does not divide"),
+    ("towers.text.trunk.heads", 3, r"towers\.text\.trunk\.dim: 32 does not divide"),
     ("towers.text.trunk.dim", "32", r"towers\.text\.trunk\.dim: a size must be an integer"),
     ("tokenizers.text.max_length", -5, r"tokenizers\.text\.max_length: -5 is outside"),
     ("embed_dim", 2**40, r"embed_dim: 1099511627776 is outside"),
@@ -231,3 +231,34 @@ def test_an_oversized_config_json_is_not_read(saved, tmp_path):
     folder = _poisoned(saved, tmp_path, edit)
     with pytest.raises(CheckpointError, match=r"config\.json: \d+ bytes, more than"):
         mmenc.load(folder)
+
+
+# -- converters: the sizes of a foreign config.json ----------------------------------------------
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hf_fixture import make_hf_fixture
+
+    return make_hf_fixture(tmp_path_factory.mktemp("hf"), "bert", layers=1, dim=32, heads=2,
+                           ffn=64, vocab=100) / "checkpoint"
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("num_hidden_layers", 100000, r"num_hidden_layers: 100000 is outside"),
+    ("hidden_size", -64, r"hidden_size: -64 is outside"),
+    ("num_attention_heads", 0, r"num_attention_heads: 0 is outside"),
+    ("num_attention_heads", 3, r"hidden_size: 32 does not divide into 3 heads"),
+    ("vocab_size", 2**20, r"does not fit .*pytorch_model\.bin \(mis-shaped: embeddings\.word"),
+])
+def test_hf_convert_checks_the_sizes_of_config_json(hf_folder, tmp_path, key, value, message):
+    src = tmp_path / "hf"
+    src.mkdir()
+    for f in hf_folder.iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    config = json.loads((src / "config.json").read_text())
+    config[key] = value
+    (src / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"{src / 'config.json'}: .*{message}"):
+        mmenc.convert("hf-bert", src)
+    assert time.perf_counter() - start < 5.0
+    mmenc.convert("hf-bert", hf_folder)  # the untouched folder converts

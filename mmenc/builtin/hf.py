@@ -57,6 +57,9 @@ def convert_hf_text_folder(src: Path, max_length: int | None = None,
     if model_type not in ("bert", "roberta"):
         raise CheckpointError(f"{src / 'config.json'}: model_type {model_type!r} is not bert or "
                               "roberta")
+    from mmenc.trust import build_skeleton, check_shapes, check_sizes
+
+    check_sizes(hf_config, str(src / "config.json"), root="")
     state = read_foreign(find_weights(src))
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{src}: the weights file is not a flat state dict of tensors")
@@ -82,6 +85,11 @@ def convert_hf_text_folder(src: Path, max_length: int | None = None,
         "fusion": {"name": "dual"},
         "source": {"format": f"hf-{model_type}", "path": str(src)},
     }
+    # the sizes come from config.json: built as shapes only and compared, before any allocation
+    check_sizes(config, str(src / "config.json"))
+    skeleton = build_skeleton(lambda: build_tower_encoder(config, directory=tok_dir))
+    check_shapes(skeleton.towers["text"], {k: tuple(v.shape) for k, v in converted.items()},
+                 find_weights(src), src / "config.json")
     model = build_tower_encoder(config, directory=tok_dir)
     model.recipe = model_type
     fit_state_dict(model.towers["text"], converted, source=str(src))
