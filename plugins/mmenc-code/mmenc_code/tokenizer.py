@@ -306,7 +306,7 @@ def build(name: str, config: dict[str, Any], directory: Path | None) -> Any:
                "max_depth": int(config.get("max_depth", MAX_AST_DEPTH))}
     from mmenc_code.ast_view import GRAMMARS
 
-    if options["lang"] not in GRAMMARS:
+    if not isinstance(options["lang"], str) or options["lang"] not in GRAMMARS:
         raise CheckpointError(f"unixcoder tokenizer: lang {options['lang']!r} is not a known "
                               f"grammar ({', '.join(GRAMMARS)})")
     if kind == "none":

@@ -1,0 +1,36 @@
+"""A saved code model's tokenizer names its grammar from a fixed table: a ``lang`` read from
+config.json is never turned into an import path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from mmenc_code.ast_view import GRAMMARS, language
+
+import mmenc
+from mmenc.errors import CheckpointError
+
+
+@pytest.mark.parametrize("lang", ["os", "subprocess", "python.nested", "../python", ["python"]])
+def test_a_grammar_not_in_the_table_is_refused_without_importing(tmp_path: Path,
+                                                                  lang: object) -> None:
+    mmenc.create_model("unixcoder-tiny").save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    meta = json.loads(config.read_text())
+    meta["config"]["tokenizers"]["ast"]["lang"] = lang
+    config.write_text(json.dumps(meta))
+    before = set(sys.modules)
+    with pytest.raises(CheckpointError, match=r"config\.json: .*lang"):
+        mmenc.load(tmp_path / "m")
+    assert not {m for m in set(sys.modules) - before if m.startswith("tree_sitter_")
+                and m != "tree_sitter_python"}
+
+
+def test_language_takes_table_names_only() -> None:
+    assert "python" in GRAMMARS and language("python") is language("python")
+    with pytest.raises(ValueError, match="no tree-sitter grammar 'os'"):
+        language("os")
+    assert "tree_sitter_os" not in sys.modules
