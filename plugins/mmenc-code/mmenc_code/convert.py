@@ -65,6 +65,9 @@ def convert_unixcoder(src: Path, max_length: int | None = None, mode: str = "<en
     if hf_config.get("model_type") != "roberta":
         raise CheckpointError(f"{src / 'config.json'}: model_type "
                               f"{hf_config.get('model_type')!r} is not roberta")
+    from mmenc.trust import check_sizes
+
+    check_sizes(hf_config, str(src / "config.json"), root="")
     state = read_foreign(find_weights(src))
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{src}: the weights file is not a flat state dict of tensors")

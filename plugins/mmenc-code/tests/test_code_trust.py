@@ -34,3 +34,23 @@ def test_language_takes_table_names_only() -> None:
     with pytest.raises(ValueError, match="no tree-sitter grammar 'os'"):
         language("os")
     assert "tree_sitter_os" not in sys.modules
+
+
+@pytest.mark.parametrize("key,value", [("num_hidden_layers", 100000), ("num_attention_heads", 0),
+                                       ("hidden_size", -32)])
+def test_convert_checks_the_sizes_of_config_json_first(tmp_path: Path, key: str,
+                                                       value: int) -> None:
+    import time
+
+    from code_fixture import make_unixcoder_fixture
+
+    fixture = make_unixcoder_fixture(tmp_path / "fx", layers=1, dim=32, heads=2, ffn=64,
+                                     vocab=200, positions=40)
+    cfg_path = fixture / "checkpoint" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg[key] = value
+    cfg_path.write_text(json.dumps(cfg))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"config\.json: {key}: {value} is outside"):
+        mmenc.convert("unixcoder", fixture / "checkpoint")
+    assert time.perf_counter() - start < 1.0
