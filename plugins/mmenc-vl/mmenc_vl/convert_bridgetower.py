@@ -292,6 +292,9 @@ def convert_bridgetower(src: Path, config: str | Path | None = None,
     if hf_config.get("model_type") != "bridgetower":
         raise CheckpointError(f"{cfg_path}: model_type {hf_config.get('model_type')!r} is not "
                               "bridgetower")
+    from mmenc.trust import check_sizes
+
+    check_sizes(hf_config, str(cfg_path), root="")
     state = _read_state(weights)
     text_cfg = hf_config["text_config"]
     pad_id = int(text_cfg.get("pad_token_id", 1))
