@@ -262,3 +262,33 @@ def test_hf_convert_checks_the_sizes_of_config_json(hf_folder, tmp_path, key, va
         mmenc.convert("hf-bert", src)
     assert time.perf_counter() - start < 5.0
     mmenc.convert("hf-bert", hf_folder)  # the untouched folder converts
+
+
+# -- other files that name things: iteration configs, manifests ----------------------------------
+def test_audio_iteration_config_names_recipes_by_catalogue_name(canary):
+    iterate = pytest.importorskip("mmenc_audio.iterate")
+    config = iterate.read_config({"output_dir": str(canary / "out"),
+                                  "data": {"train": "pairs.jsonl"},
+                                  "model": {"recipe": f"{CANARY}:run"}})
+    with pytest.raises(UnknownNameError, match=rf"unknown model '{CANARY}:run'"):
+        iterate.stages(config)
+    _untouched(canary)
+
+
+def test_manifest_values_are_items_never_names(saved, canary):
+    """Strings in a manifest are raw items: embedded as text, never resolved."""
+    from click.testing import CliRunner
+
+    from mmenc.cli import main
+
+    manifest = canary / "items.jsonl"
+    rows = [{"id": "a", "text": f"{CANARY}:run"}, {"id": "b", "text": "subprocess:getoutput"},
+            {"id": "c", "text": TOUCH}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(main, ["embed", str(saved), "-m", "text", "--manifest",
+                                       str(manifest), "-s", str(canary / "store.sqlite"),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output[result.output.index("{"):])
+    assert (counts["items"], counts["new"], counts["skipped"]) == (3, 3, {})
+    _untouched(canary)
