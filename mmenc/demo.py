@@ -150,13 +150,64 @@ def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, 
             **report, "baselines": EMOJI_BASELINES}
 
 
-def run_demo(out: Path, limit: int | None = None, steps: int = 250,
-             echo: Echo = print, pairing_steps: int | None = None) -> dict[str, Any]:
-    """Run the main job, writing ``report.json`` and the models under ``out``.
+PAIRING_NAMES = ("image-text", *(key for key, _, _ in PAIRINGS))
 
-    ``steps``: pretraining steps of the image-text pairing; ``pairing_steps``: of every plugin
-    pairing (None: each pairing's default); ``limit``: held-out code pairs of the zero-shot
-    fallback."""
+
+def convert_minilm(out: Path, echo: Echo) -> tuple[Any, Path, Path, float | None]:
+    """The packaged all-MiniLM-L6-v2 converted into ``out/minilm-l6`` and checked against
+    sentence-transformers: ``(model, source, saved, max abs diff)``."""
+    from mmenc.factory import convert
+
+    folder = packaged_minilm()
+    minilm_dir = out / "minilm-l6"
+    model = convert("hf-bert", folder, minilm_dir)
+    check = reference_check(model, folder, ["def add(a, b): return a + b", "grinning face", ""])
+    echo(f"[1/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
+         + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
+    return model, folder, minilm_dir, check
+
+
+def run_demo(out: Path, limit: int | None = None, steps: int = 250,
+             echo: Echo = print, pairing_steps: int | None = None,
+             pairings: tuple[str, ...] = (), all_pairings: bool = False,
+             scale: float = 1.0) -> dict[str, Any]:
+    """The main job: one bound model of every modality (:mod:`mmenc.bind.job`), its table and
+    report under ``out``; with ``pairings`` those per-pairing jobs instead
+    (:func:`run_pairings`), with ``all_pairings`` every one of them after the bound model.
+
+    ``scale`` multiplies the bound model's training steps; ``steps``, ``pairing_steps`` and
+    ``limit`` are the pairings' (see :func:`run_pairings`)."""
+    from mmenc.bind.job import run_bind_job
+    from mmenc.errors import UnknownNameError
+
+    unknown = [p for p in pairings if p not in PAIRING_NAMES]
+    if unknown:
+        raise UnknownNameError("pairing", unknown[0], PAIRING_NAMES)
+    if pairings:
+        return run_pairings(out, limit, steps, echo, pairing_steps, names=pairings)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    _, folder, minilm_dir, check = convert_minilm(out, echo)
+    report = run_bind_job(out, minilm_dir, echo, scale=scale)
+    report["converted"] = {"source": str(folder), "saved": str(minilm_dir),
+                           "max_abs_diff_vs_sentence_transformers": check}
+    if all_pairings:
+        report["pairings"] = run_pairings(out / "pairings", limit, steps, echo, pairing_steps)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    echo(f"report: {out / 'report.md'} ({report['seconds']} s in all)")
+    return report
+
+
+def run_pairings(out: Path, limit: int | None = None, steps: int = 250,
+                 echo: Echo = print, pairing_steps: int | None = None,
+                 names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The per-pairing jobs (each its own model), writing ``report.json`` and the models
+    under ``out``.
+
+    ``names``: the pairings to run (:data:`PAIRING_NAMES`; None: all); ``steps``: pretraining
+    steps of the image-text pairing; ``pairing_steps``: of every plugin pairing (None: each
+    pairing's default); ``limit``: held-out code pairs of the zero-shot fallback."""
     import importlib
 
     from mmenc.factory import convert
@@ -177,11 +228,15 @@ def run_demo(out: Path, limit: int | None = None, steps: int = 250,
     echo(f"[2/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
          + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
 
-    echo("[3/4] image <-> text: pretrain on emoji, retrieve held-out emoji")
-    pairings: dict[str, Any] = {"image-text": emoji_pairing(minilm_dir, out, steps, echo)}
+    pairings: dict[str, Any] = {}
+    if names is None or "image-text" in names:
+        echo("[3/4] image <-> text: pretrain on emoji, retrieve held-out emoji")
+        pairings["image-text"] = emoji_pairing(minilm_dir, out, steps, echo)
 
     echo("[4/4] the modality plugins' pairings")
     for key, modality, target in PAIRINGS:
+        if names is not None and key not in names:
+            continue
         if modality not in cat.names("modality"):
             echo(f"  {key}: skipped (no plugin registers the {modality!r} modality)")
             pairings[key] = {"skipped": f"no {modality!r} plugin"}

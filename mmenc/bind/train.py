@@ -22,6 +22,9 @@ runs only the towers being trained. Configuration (YAML, read with ``yaml.safe_l
         augment: true
     pairs:                       # optional direct losses between two towers
       - {modalities: [midi, audio], train: pairs.jsonl, weight: 1.0, batch_size: 32}
+    pair_steps: 0                # 0: pairs train beside the hub losses at every step; N > 0:
+                                 # in N more steps after them (the two towers' hub losses
+                                 # continue), so the pair can be measured before as emergent
 
 The Python API is :func:`train_bound` (a mapping like the YAML, or rows given as lists instead
 of manifest paths) and :func:`add_modality`.
@@ -77,6 +80,7 @@ class BindConfig:
     negatives: str = "cache"
     schedule: str = "together"
     pairs: list[PairConfig] = field(default_factory=list)
+    pair_steps: int = 0
     output_dir: str = "runs/bind"
     cache_dir: str | None = None
     seed: int = 0
@@ -210,13 +214,20 @@ class _ModalityState:
         self.logs = logs
         return loss
 
-    def set_lr(self) -> None:
+    def set_lr(self, extra: int = 0) -> None:
+        """The schedule of the hub phase, or (``extra`` > 0) a cosine from half the rate over
+        ``extra`` more steps."""
+        if extra:
+            lr = _lr(self.cfg.lr / 2, 0, extra, self.step - self.cfg.steps)
+        else:
+            lr = _lr(self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.step)
         for group in self.optim.param_groups:
-            group["lr"] = _lr(self.cfg.lr, self.cfg.warmup, self.cfg.steps, self.step)
+            group["lr"] = lr
 
 
 def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
-                base: Any | None = None, model_dir: str | Path | None = None) -> BindResult:
+                base: Any | None = None, model_dir: str | Path | None = None,
+                after_hub: Callable[[Any], None] | None = None) -> BindResult:
     """Train the towers of ``config`` against the frozen hub and save the bound model in
     ``output_dir/model``.
 
@@ -227,6 +238,8 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
             modalities to (its hub, rotation and towers are kept; only the new towers train).
         model_dir: where the model is written (default ``output_dir/model``); with ``base``
             only the new towers and the top files are written there.
+        after_hub: called with the model (in eval mode) after the hub phases, before the
+            ``pair_steps`` phase.
     """
     from mmenc.bind.cache import HubCache, hub_id
     from mmenc.bind.model import BoundEncoder, build_bound
@@ -307,18 +320,26 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
 
     model.train()
     logs: dict[str, dict[str, float]] = {}
-    phases = [list(states)] if cfg.schedule == "together" else [[m] for m in states]
-    for phase in phases:
-        total = max(states[m].cfg.steps for m in phase)
+    phases: list[tuple[list[str], int]] = [(list(states), 0)] if cfg.schedule == "together" \
+        else [([m], 0) for m in states]
+    if cfg.pairs and cfg.pair_steps > 0:
+        phases.append((list(dict.fromkeys(m for p in cfg.pairs for m in p.modalities
+                                          if m in states)), cfg.pair_steps))
+    for phase, extra in phases:
+        if extra and after_hub is not None:
+            after_hub(model.eval())
+            model.train()
+        total = extra or max(states[m].cfg.steps for m in phase)
         t0 = time.perf_counter()
         for step in range(total):
-            active = [m for m in phase if states[m].step < states[m].cfg.steps]
+            active = phase if extra else [m for m in phase
+                                          if states[m].step < states[m].cfg.steps]
             loss = torch.zeros(())
             for m in active:
-                states[m].set_lr()
+                states[m].set_lr(extra)
                 loss = loss + states[m].loss_of(cfg.negatives)
             for p, items_a, items_b, scale, stream in pairs:
-                if not set(p.modalities) & set(active):
+                if not set(p.modalities) & set(active) or (cfg.pair_steps > 0 and not extra):
                     continue
                 index = stream.next().tolist()
                 a, b = p.modalities
@@ -338,6 +359,8 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
                      f"({time.perf_counter() - t0:.0f} s)")
         for m in phase:
             logs[m] = dict(states[m].logs, steps=states[m].step)
+    if after_hub is not None and not (cfg.pairs and cfg.pair_steps > 0):
+        after_hub(model.eval())
     model.eval()
     target = Path(model_dir) if model_dir is not None else out / "model"
     model.save_pretrained(target, parts=None if base is None else list(cfg.modalities))
