@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class Encoder(nn.Module):
         config: the configuration that rebuilds the same architecture (stored in config.json).
         tokenizers: one tokenizer per modality the model encodes.
     """
+
+    directory: Path | None = None  # the folder it was loaded from (exports live there)
 
     def __init__(self, recipe: str, config: dict[str, Any], tokenizers: dict[str, Tokenizer]):
         super().__init__()
@@ -97,6 +99,7 @@ class Encoder(nn.Module):
         dim: int | None = None,
         show_progress_bar: bool | None = None,
         *,
+        backend: str = "torch",
         normalize_embeddings: bool | None = None,
         truncate_dim: int | None = None,
         convert_to_numpy: bool = False,
@@ -117,6 +120,8 @@ class Encoder(nn.Module):
             normalize: L2-normalise the embeddings (after truncation to ``dim``).
             dim: keep the first ``dim`` dimensions (Matryoshka truncation).
             show_progress_bar: a tqdm bar; by default only for more than 4 batches on a terminal.
+            backend: ``"torch"`` (eager), or ``"onnx"`` / ``"onnx-int8"``: the graphs that
+                ``mmenc export`` wrote into the model's folder, run by ONNX Runtime.
         Returns:
             ``[len(items) e]`` float32 embeddings on the CPU, ``[e]`` for one item.
         """
@@ -124,6 +129,11 @@ class Encoder(nn.Module):
         modality = pick_modality(modality, self.modalities, self.recipe)
         normalize, dim = merge_aliases(normalize, dim, normalize_embeddings, truncate_dim)
         self.check_modality(modality)
+        run: Callable[[TokenBatch, str], Tensor] = self.embed
+        if backend != "torch":
+            from mmenc.export.runtime import onnx_runner
+
+            run = onnx_runner(self, modality, backend)
         was_training = self.training
         self.eval()
         device = next(iter(self.parameters()), torch.empty(0)).device
@@ -141,7 +151,7 @@ class Encoder(nn.Module):
         for start in starts:
             chunk = [items[i] for i in order[start : start + batch_size]]
             batch = self.tokenize(chunk, modality).to(device)
-            out.append(self.embed(batch, modality).float().cpu())
+            out.append(run(batch, modality).float().cpu())
         self.train(was_training)
         if not out:
             raise ValueError("encode() got no items")
@@ -294,6 +304,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
     _load_with_ties(model, state, str(weights))
+    model.directory = path  # where exported graphs (onnx/) of these weights live
     return model.to(map_location)
 
 
