@@ -277,3 +277,19 @@ def test_a_broken_plugin_is_named_by_every_command(broken_site, monkeypatch):
                                "(see `mmenc plugins`)")
     with pytest.raises(UnknownNameError, match="did you mean 'clip-tiny'"):
         cat.entry("model", "clip-tiyn")  # other names keep their close matches
+
+
+# -- real items -------------------------------------------------------------------------------
+SONIC_PI = Path("/usr/share/sonic-pi/samples")
+
+
+@pytest.mark.skipif(not (SONIC_PI / "elec_tick.flac").is_file(),
+                    reason="needs the sonic-pi-samples package (a real 19 ms sound)")
+def test_a_real_sound_shorter_than_one_window_is_embedded(tmp_path):
+    """elec_tick lasts 19 ms, less than one 25 ms analysis window: it is padded, not refused,
+    and the sounds after it are embedded too."""
+    mmenc.create_model("beats-tiny").save_pretrained(tmp_path / "beats")
+    files = sorted(SONIC_PI.glob("elec_t*.flac"))
+    report = json.loads(run("embed", tmp_path / "beats", str(SONIC_PI / "elec_t*.flac"), "-m",
+                            "audio", "-s", tmp_path / "a.db", "--json").stdout)
+    assert report["skipped"] == {} and report["new"] == len(files) >= 2
