@@ -103,3 +103,5 @@ def mmenc_register_commands(register: Callable[[CommandSpec], None]) -> None:
                          "bind modalities into one space: train, add a modality"))
     register(CommandSpec("eval", "mmenc.retrieval.cli:eval_group",
                          "evaluate a model (retrieval metrics, reports and plots)"))
+    register(CommandSpec("export", "mmenc.export.cli:export",
+                         "export a model's towers to ONNX (fp32, int8) for serving"))
