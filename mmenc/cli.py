@@ -319,6 +319,7 @@ def store_info(store_path: Path, as_json: bool) -> None:
         meta, counts = store.meta, store.counts()
     info = {"store": str(store_path), "model_recipe": meta.get("model_recipe"),
             "model_path": meta.get("model_path"), "backend": meta.get("backend"),
+            "precision": meta.get("precision"),
             "dim": int(meta["dim"]) if meta.get("dim") else None,
             "truncate_dim": int(meta["truncate_dim"]) if meta.get("truncate_dim") else None,
             "items": sum(counts.values()), "modalities": counts,
@@ -329,7 +330,8 @@ def store_info(store_path: Path, as_json: bool) -> None:
     click.echo(f"store:    {store_path}")
     click.echo(f"model:    {info['model_recipe'] or '(none yet)'} at {info['model_path'] or '-'}")
     if info["backend"]:
-        click.echo(f"backend:  {info['backend']}")
+        precision = f" ({info['precision']})" if info["precision"] else ""
+        click.echo(f"backend:  {info['backend']}{precision}")
     dims = "-" if info["dim"] is None else str(info["dim"])
     if info["truncate_dim"]:
         dims += " (truncated)"
