@@ -145,7 +145,6 @@ def test_store_info(model, images, tmp_path):
     assert info["model_path"] == str(model.resolve())
     text = ok("store", "info", store).stdout
     assert "clip-tiny" in text and "items:    6 (image 4, text 2)" in text
-    assert info["backend"] is None and "backend" not in text
     with EmbeddingStore(store) as s, s.db:  # what a store written by another backend records
         s._set_meta({"backend": "onnx", "precision": "int8"})
     assert "backend:  onnx (int8)" in ok("store", "info", store).stdout
