@@ -24,3 +24,20 @@ def precision_of(backend: str) -> str:
 
         raise UnknownNameError("backend", backend, BACKENDS)
     return "int8" if backend.endswith("-int8") else "fp32"
+
+
+def check_precision(store: object, meta: dict[str, str], backend: str) -> None:
+    """Refuse to mix vectors of two precisions in one store.
+
+    ``meta`` is the store's; a store written before backends were recorded holds eager fp32
+    vectors. fp32 vectors of the eager model and of its ONNX graph agree within 1e-4 and mix.
+    """
+    from mmenc.retrieval.store import StoreError
+
+    stored = meta.get("precision", "fp32")
+    wanted = precision_of(backend)
+    if stored != wanted:
+        made_by = meta.get("backend", "torch")
+        raise StoreError(f"{store} holds {stored} embeddings (backend {made_by}), refusing "
+                         f"{wanted} ones (backend {backend}): vectors of two precisions do not "
+                         f"mix; use another store or --backend {made_by}")

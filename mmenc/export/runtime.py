@@ -107,3 +107,31 @@ def onnx_runner(model: Any, modality: str, backend: str) -> Runner:
 
     cache[(modality, precision)] = run
     return run
+
+
+class BackendModel:
+    """A model whose ``encode`` runs on ``backend``; everything else is the model's.
+
+    Lets the code that calls ``model.encode`` (stores, evaluation) run exported graphs
+    unchanged. The graphs of ``modalities`` are opened at once, so a missing export is one
+    error up front rather than every item failing.
+    """
+
+    def __init__(self, model: Any, backend: str, modalities: tuple[str, ...] = ()) -> None:
+        precision_of(backend)
+        self._model, self.backend = model, backend
+        for modality in modalities:
+            if backend != "torch":
+                onnx_runner(model, modality, backend)
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backend", self.backend)
+        return self._model.encode(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def with_backend(model: Any, backend: str, *modalities: str) -> Any:
+    """``model`` itself for ``"torch"``, else a :class:`BackendModel` on ``backend``."""
+    return model if backend == "torch" else BackendModel(model, backend, modalities)

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from mmenc.export import BACKENDS
 from mmenc.retrieval.index import INDEX_KINDS
 from mmenc.retrieval.store import EmbedReport, Item, sha256_bytes, sha256_file
 
@@ -173,16 +174,19 @@ def manifest_items(manifest: Path, field: str, id_field: str, modality: str, id_
               help="Items per batch.")
 @click.option("--dim", type=click.IntRange(min=1),
               help="Matryoshka truncation (fixed for the store).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="torch (eager), or the ONNX graphs of `mmenc export` (onnx, onnx-int8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def embed(model_dir: Path, inputs: tuple[Path, ...], modality: str, store_path: Path,
           texts: tuple[str, ...], manifest: Path | None, field: str | None, id_field: str,
           id_from: str, prefix: str, metadata: str | None, batch_size: int, dim: int | None,
-          as_json: bool) -> None:
+          backend: str, as_json: bool) -> None:
     """Embed INPUTS (files; directories are recursed; quoted glob patterns such as
     'photos/**/*.jpg' are expanded), --text items or a --manifest into a SQLite store with
     MODEL. Unchanged items are not encoded again; items that fail to load are skipped and
     counted. A run that stores nothing fails."""
     import mmenc
+    from mmenc.export.runtime import with_backend
     from mmenc.retrieval.store import EmbeddingStore, embed_items
 
     if not (inputs or texts or manifest):
@@ -208,8 +212,9 @@ def embed(model_dir: Path, inputs: tuple[Path, ...], modality: str, store_path: 
             raise click.BadParameter(f"{dim} is more than the {width} dimensions of "
                                      f"{model.recipe}'s embeddings", param_hint="--dim")
     with EmbeddingStore(store_path) as store:
-        store.bind_model(model_dir, dim)
-        embed_items(model, store, items, modality, batch_size, report=report)
+        store.bind_model(model_dir, dim, backend)
+        embed_items(with_backend(model, backend, modality), store, items, modality, batch_size,
+                    report=report)
         total = len(store)
     done = report.new + report.updated + report.unchanged
     if as_json:
@@ -272,17 +277,21 @@ def _show_id(hit: dict[str, Any]) -> str | None:
               "auto: exact, FAISS above 200k rows.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Where the store's model is now, if it moved.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="What embeds the queries [default: the backend that made the store]; "
+                   "its precision must be the store's.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print NDJSON: one object per result, with its query.")
 def search(store_path: Path, item_ids: tuple[str, ...], queries: tuple[str, ...],
            query_files: tuple[Path, ...], query_modality: str | None,
            gallery_modality: str | None, top_k: int, index_kind: str,
-           model_dir: Path | None, as_json: bool) -> None:
+           model_dir: Path | None, backend: str | None, as_json: bool) -> None:
     """Search STORE with queries of any modality the store's model encodes; each result is
     labelled with its modality (a store of a bound model holds several)."""
     import torch
 
     from mmenc.bind.suffixes import modality_of
+    from mmenc.export import check_precision
     from mmenc.retrieval.store import EmbeddingStore
 
     if not (queries or query_files or item_ids):
@@ -301,11 +310,14 @@ def search(store_path: Path, item_ids: tuple[str, ...], queries: tuple[str, ...]
              for p, kind in zip(query_files, kinds[len(queries):], strict=True)]
     labels = [*queries, *(str(p) for p in query_files)]
     with EmbeddingStore(store_path, create=False) as store:
+        backend = backend or store.backend
+        check_precision(store_path, store.meta, backend)
         model = store.load_model(model_dir)
         rows: dict[int, Any] = {}
         for kind in dict.fromkeys(kinds):
             at = [i for i, k in enumerate(kinds) if k == kind]
-            emb = model.encode([raws[i] for i in at], kind, dim=store.truncate_dim)
+            emb = model.encode([raws[i] for i in at], kind, dim=store.truncate_dim,
+                               backend=backend)
             rows.update(zip(at, emb, strict=True))
         results = store.search(torch.stack([rows[i] for i in range(len(raws))]), top_k,
                                index_kind, gallery_modality)
@@ -361,11 +373,13 @@ LEXICAL = ("text", "code")
               help="Where report.json and recall.png go.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--dim", type=click.IntRange(min=1), help="Matryoshka truncation of the embeddings.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="torch (eager), or the ONNX graphs of `mmenc export` (onnx, onnx-int8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_retrieval(model_dir: Path, manifest: Path, query_modality: str, gallery_modality: str,
                    query_field: str | None, gallery_field: str | None, rerank: int,
                    rerank_itc_weight: str | None, out: Path, batch_size: int, dim: int | None,
-                   as_json: bool) -> None:
+                   backend: str, as_json: bool) -> None:
     """Retrieval metrics of MODEL on a JSONL MANIFEST of pairs, A->B and B->A: R@1/5/10, MRR,
     mAP, nDCG@10, mean and median rank. MODEL is a saved model's folder, or ``bm25`` for the
     lexical baseline (identifiers split into words)."""
@@ -395,7 +409,7 @@ def eval_retrieval(model_dir: Path, manifest: Path, query_modality: str, gallery
         report = evaluate_manifest(model_dir, manifest, query_modality, gallery_modality, out,
                                    query_key=query_field, gallery_key=gallery_field,
                                    batch_size=batch_size, dim=dim, rerank=rerank,
-                                   rerank_itc_weight=rerank_itc_weight,
+                                   rerank_itc_weight=rerank_itc_weight, backend=backend,
                                    echo=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -398,9 +398,10 @@ def write_report(report: dict[str, Any], out: str | Path,
 def evaluate_manifest(model_dir: str | Path, manifest: str | Path, query_modality: str,
                       gallery_modality: str, out: str | Path | None = None,
                       query_key: str | None = None, gallery_key: str | None = None,
-                      **options: Any) -> dict[str, Any]:
+                      backend: str = "torch", **options: Any) -> dict[str, Any]:
     """:func:`evaluate_retrieval` on a saved model and a JSONL manifest of pairs; writes the
-    report and plot into ``out`` when given. ``options`` go to ``evaluate_retrieval``.
+    report and plot into ``out`` when given. ``options`` go to ``evaluate_retrieval``;
+    ``backend`` is what embeds the items (``torch``, ``onnx``, ``onnx-int8``).
 
     Manifest values are raw items: text stays as it is; for other modalities a relative path
     is resolved against the manifest's folder (see :func:`resolve_value`).
@@ -423,11 +424,14 @@ def evaluate_manifest(model_dir: str | Path, manifest: str | Path, query_modalit
 
         model: Any = Bm25Scorer()
     else:
-        model = mmenc.load(model_dir)
+        from mmenc.export.runtime import with_backend
+
+        model = with_backend(mmenc.load(model_dir), backend, query_modality, gallery_modality)
     report = evaluate_retrieval(model, pairs, query_modality, gallery_modality,
                                 query_key=keys[0], gallery_key=keys[1], **options)
     if str(model_dir) != "bm25":
         report["model"]["path"] = str(Path(model_dir).resolve())
+        report["model"]["backend"] = backend
     report["manifest"] = str(manifest.resolve())
     if out is not None:
         write_report(report, out)

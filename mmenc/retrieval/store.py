@@ -171,18 +171,27 @@ class EmbeddingStore:
                             "DO UPDATE SET value = excluded.value", list(values.items()))
 
     # -- the model -------------------------------------------------------------------------
-    def bind_model(self, model_dir: str | Path, truncate_dim: int | None = None) -> None:
+    def bind_model(self, model_dir: str | Path, truncate_dim: int | None = None,
+                   backend: str = "torch") -> None:
         """Record the model of an empty store, or check that ``model_dir`` is that model.
 
+        Args:
+            backend: what computes the vectors (``torch``, ``onnx``, ``onnx-int8``); the
+                store records it and its precision, and refuses vectors of another precision.
         Raises:
-            StoreError: the store was made by other weights or with another ``truncate_dim``.
+            StoreError: the store was made by other weights, with another ``truncate_dim``
+                or at another precision.
         """
+        from mmenc.export import check_precision, precision_of
+
         found = {**model_fingerprint(model_dir),
                  "truncate_dim": "" if truncate_dim is None else str(truncate_dim)}
+        made_by = {"backend": backend, "precision": precision_of(backend)}
         meta = self.meta
         if "model_weights_sha256" not in meta:
             with self.db:
-                self._set_meta({**found, "schema_version": SCHEMA_VERSION, "generation": "0"})
+                self._set_meta({**found, **made_by, "schema_version": SCHEMA_VERSION,
+                                "generation": "0"})
             return
         differ = [k for k in _IDENTITY if meta.get(k, "") != found[k]]
         if differ:
@@ -191,6 +200,10 @@ class EmbeddingStore:
                 f"{meta.get('model_path')}, not of {found['model_recipe']} at "
                 f"{found['model_path']} ({', '.join(differ)} differ): vectors of two models "
                 "do not share a space; use another store")
+        check_precision(self.path, meta, backend)
+        if "precision" not in meta:  # stores from before backends were recorded: eager fp32
+            with self.db:
+                self._set_meta({"backend": "torch", "precision": "fp32"})
         if meta.get("model_path") != found["model_path"]:
             with self.db:  # the same weights moved: remember where they are now
                 self._set_meta({"model_path": found["model_path"]})
@@ -213,6 +226,11 @@ class EmbeddingStore:
         if sha256_file(model_dir / "model.safetensors") != meta.get("model_weights_sha256"):
             raise StoreError(f"{model_dir}: not the weights that made {self.path}")
         return mmenc.load(model_dir)
+
+    @property
+    def backend(self) -> str:
+        """The backend that made the store's vectors (``torch`` for stores older than that)."""
+        return self.meta.get("backend", "torch")
 
     @property
     def truncate_dim(self) -> int | None:
