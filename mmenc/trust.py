@@ -201,3 +201,16 @@ def build_skeleton(build: Callable[[], M]) -> M:
     with torch.device("meta"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*to a meta parameter.*is a no-op")
         return build()
+
+
+def folder_file(directory: str | Path, name: object, key: str) -> Path:
+    """The file a saved model's config names under ``key``, which must lie inside the model's
+    folder: a relative path with no way out of it. A model folder never makes mmenc read a
+    file elsewhere on the machine."""
+    folder = Path(directory).resolve()
+    relative = Path(str(name))
+    path = (folder / relative).resolve()
+    if relative.is_absolute() or not path.is_relative_to(folder):
+        raise CheckpointError(f"{Path(directory) / 'config.json'}: {key}: {str(name)!r} is not a "
+                              "file inside the model's folder")
+    return path

@@ -292,3 +292,29 @@ def test_manifest_values_are_items_never_names(saved, canary):
     counts = json.loads(result.output[result.output.index("{"):])
     assert (counts["items"], counts["new"], counts["skipped"]) == (3, 3, {})
     _untouched(canary)
+
+
+# -- files: a model folder reads its own files only ------------------------------------------------
+@pytest.mark.parametrize("key,value", [("file", "/etc/hostname"), ("file", "../outside.json"),
+                                       ("vocab", "/etc/hostname")])
+def test_tokenizer_files_outside_the_folder_are_refused(saved, tmp_path, key, value):
+    outside = tmp_path / "outside.json"
+    outside.write_bytes((saved / "tokenizer-text.json").read_bytes())
+
+    def edit(meta: dict) -> None:
+        tok = meta["config"]["tokenizers"]["text"]
+        tok[key] = value
+        if key == "vocab":
+            tok["kind"] = "wordpiece"
+
+    folder = _poisoned(saved, tmp_path, edit)
+    with pytest.raises(CheckpointError, match="not a file inside the model's folder"):
+        mmenc.load(folder)
+
+
+def test_a_tokenizer_file_inside_the_folder_still_loads(saved, tmp_path):
+    def edit(meta: dict) -> None:
+        meta["config"]["tokenizers"]["text"]["file"] = "./tokenizer-text.json"
+
+    model = mmenc.load(_poisoned(saved, tmp_path, edit))
+    assert model.encode(["a cat"], "text").shape[0] == 1

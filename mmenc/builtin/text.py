@@ -217,12 +217,14 @@ def text_tokenizer(config: dict[str, Any],
 
     def located(key: str, default: str) -> Path:
         name = Path(str(config.get(key, default)))
+        if directory is not None:  # a saved model reads its own folder only
+            from mmenc.trust import folder_file
+
+            return folder_file(directory, name, f"tokenizer {key}")
         if name.is_absolute():  # a new model reading a vocabulary from elsewhere
             return name
-        if directory is None:
-            raise CheckpointError(f"text tokenizer {kind!r} needs the directory holding its "
-                                  f"files (or an absolute {key!r})")
-        return Path(directory) / name
+        raise CheckpointError(f"text tokenizer {kind!r} needs the directory holding its "
+                              f"files (or an absolute {key!r})")
 
     if kind == "wordpiece":
         tok = _wordpiece_from_vocab(located("vocab", "vocab.txt"),

@@ -311,8 +311,13 @@ def build(name: str, config: dict[str, Any], directory: Path | None) -> Any:
                               f"grammar ({', '.join(GRAMMARS)})")
     if kind == "none":
         return NoCodeTokenizer(name, int(config.get("pad_id", 1)))
-    file = Path(str(config.get("file", FILE)))  # relative to directory, or absolute
-    saved = file if file.is_absolute() else Path(directory) / file if directory else None
+    file = Path(str(config.get("file", FILE)))  # inside a saved model's folder
+    if directory is not None:
+        from mmenc.trust import folder_file
+
+        saved: Path | None = folder_file(directory, file, "tokenizer file")
+    else:
+        saved = file if file.is_absolute() else None
     if saved is not None and saved.is_file():
         from tokenizers import Tokenizer
 

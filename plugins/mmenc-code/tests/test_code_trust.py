@@ -54,3 +54,14 @@ def test_convert_checks_the_sizes_of_config_json_first(tmp_path: Path, key: str,
     with pytest.raises(CheckpointError, match=rf"config\.json: {key}: {value} is outside"):
         mmenc.convert("unixcoder", fixture / "checkpoint")
     assert time.perf_counter() - start < 1.0
+
+
+def test_a_code_tokenizer_file_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    mmenc.create_model("unixcoder-tiny").save_pretrained(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    for tok in meta["config"]["tokenizers"].values():
+        tok["file"] = "/etc/hostname"
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a file inside the model's folder"):
+        mmenc.load(folder)
