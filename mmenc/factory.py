@@ -128,7 +128,14 @@ def _looked_up_by(builder: Any) -> set[tuple[str, ...]]:
 
 
 def _check_overrides(name: str, defaults: dict[str, Any], overrides: dict[str, Any],
-                     read: set[tuple[str, ...]]) -> None:
+                     read: set[tuple[str, ...]], typos_only: bool = False) -> None:
+    """Raise :class:`ConfigError` for the first override the recipe does not know.
+
+    A top-level key must be known. Deeper sections are often copied before they are read (a
+    tokenizer's options), so there an unknown key is an error only when it is close to a known
+    one (a typo); so is every key when ``typos_only`` (the build failed, maybe before reading
+    it).
+    """
     for leaf in _leaves(overrides):
         found = _unknown(leaf, defaults, read)
         if found is None:
@@ -136,6 +143,8 @@ def _check_overrides(name: str, defaults: dict[str, Any], overrides: dict[str, A
         prefix, known = found
         key = prefix[-1]
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        if not close and (typos_only or len(prefix) > 1):
+            continue
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         dotted = ".".join(prefix)
         raise ConfigError(f"create_model({name!r}): unknown option {dotted!r}{hint} "
@@ -152,9 +161,9 @@ def _build(name: str, overrides: dict[str, Any]) -> Encoder:
     config = _ReadLog(merge_config(defaults, overrides), read)
     try:
         model: Encoder = builder(config, directory=None)
-    except (TypeError, KeyError, ValueError):
+    except Exception:
         # a misspelt nested key often breaks the build first: name it rather than the symptom
-        _check_overrides(name, defaults, overrides, read)
+        _check_overrides(name, defaults, overrides, read, typos_only=True)
         raise
     _check_overrides(name, defaults, overrides, read)
     model.recipe = spec.name

@@ -186,3 +186,11 @@ def test_single_item_kinds():
         assert is_single_item(item), type(item)
     for batch in (["x"], ("a", "b"), [np.zeros(8)], (np.zeros(8), np.zeros(8))):
         assert not is_single_item(batch)
+
+
+def test_a_failing_build_keeps_its_own_error_unless_a_key_is_misspelt():
+    # a nested option the recipe's tokenizer reads from a copy is not reported as unknown
+    with pytest.raises(ValueError, match="relative position table"):
+        mmenc.create_model("midibert-cp-tiny", tokenizers={"midi": {"max_len": 100}})
+    with pytest.raises(ConfigError, match="did you mean 'max_len'"):
+        mmenc.create_model("midibert-cp-tiny", tokenizers={"midi": {"max_lenn": 100}})
