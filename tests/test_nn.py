@@ -443,3 +443,13 @@ def test_vision_transformer_other_image_size() -> None:
     assert torch.equal(resized[0], weight[0])
     assert torch.allclose(resized[1:], grid[0].permute(1, 2, 0).reshape(48, 32), atol=1e-6)
     assert interpolate_positions(weight, (4, 4), extra_tokens=1) is weight
+
+
+@pytest.mark.parametrize("field,value", [("heads", 0), ("dim", -8), ("depth", 0),
+                                         ("ffn_dim", 0), ("heads", 2.5)])
+def test_trunk_config_refuses_non_positive_sizes(field, value):
+    from dataclasses import replace
+
+    base = TrunkConfig(dim=16, depth=1, heads=2, ffn_dim=32)
+    with pytest.raises(ValueError, match=field):
+        replace(base, **{field: value})

@@ -85,9 +85,13 @@ class TrunkConfig:
             raise ValueError(
                 f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
             )
+        for name in ("dim", "depth", "heads", "ffn_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if self.conv_pos and self.dim % self.conv_pos_groups:
+        if self.conv_pos and (self.conv_pos_groups <= 0 or self.dim % self.conv_pos_groups):
             raise ValueError(
                 f"dim={self.dim} is not divisible by conv_pos_groups={self.conv_pos_groups}"
             )
