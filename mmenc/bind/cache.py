@@ -44,6 +44,8 @@ class HubCache:
         hub: the hub's id (:func:`hub_id`).
     """
 
+    part_size = 2048  # texts per part file
+
     def __init__(self, directory: str | Path, hub: str) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -76,12 +78,12 @@ class HubCache:
         todo = list(dict.fromkeys(k for k in keys if k not in self.index))
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
-        if todo:
-            by_key = dict(zip(keys, texts, strict=True))
-            new = torch.cat([embed([by_key[k] for k in todo[i: i + batch_size]])
-                             for i in range(0, len(todo), batch_size)])
-            new = torch.nn.functional.normalize(new.float(), dim=-1)
-            self._write(todo, new)
+        by_key = dict(zip(keys, texts, strict=True))
+        for start in range(0, len(todo), self.part_size):  # a killed run keeps whole parts
+            chunk = todo[start: start + self.part_size]
+            new = torch.cat([embed([by_key[k] for k in chunk[i: i + batch_size]])
+                             for i in range(0, len(chunk), batch_size)])
+            self._write(chunk, torch.nn.functional.normalize(new.float(), dim=-1))
         rows = [self._part(self.index[k][0])[self.index[k][1]] for k in keys]
         return torch.stack(rows) if rows else torch.zeros(0, 0)
 
