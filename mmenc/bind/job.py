@@ -150,7 +150,9 @@ def bind_config(data: dict[str, Any], specs: dict[str, Any], out: Path,
                                "steps": steps["audio"], "batch_size": 64, "lr": 1e-3,
                                "warmup": 15}
     if "folk" in data and "midi" in specs:
-        modalities["midi"] = {"tower": specs["midi"], "train": data["folk"]["train"],
+        tunes = random.Random(0).sample(data["folk"]["train"],
+                                        min(steps["midi_items"], len(data["folk"]["train"])))
+        modalities["midi"] = {"tower": specs["midi"], "train": tunes,
                               "steps": steps["midi"], "batch_size": 64, "lr": 2e-3,
                               "warmup": 15}
     pairs = []
@@ -304,6 +306,7 @@ def run_bind_job(out: Path, minilm_dir: Path, echo: Echo = print, scale: float =
     steps = {"image": 400, "code": 60, "audio": 300, "midi": 300, "pair": 150,
              **(steps or {})}
     steps = {k: max(1, round(v * scale)) for k, v in steps.items()}
+    steps["midi_items"] = 4000  # training tunes (of ~12,000): their texts go through the hub
     sizes = {"music_train": 1500, "music_test": 500, "spoken_names": 1000, "spoken_docs": 400,
              "emergent_docs": 300, "per_text": 2}
     echo("[2/4] data")

@@ -285,37 +285,37 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
     vectors = cache.vectors(all_texts, embed_texts) if all_texts else torch.zeros(0)
     echo(f"  hub cache: {cache.misses} texts embedded, {cache.hits} found in the cache")
     if base is None and len(all_texts) > model.hub_dim:
-        model.rotation.copy_(principal_rotation(vectors))
+        model.rotation.copy_(principal_rotation(vectors))  # type: ignore[operator]
     row_of = {t: i for i, t in enumerate(all_texts)}
     states: dict[str, _ModalityState] = {}
     for m, c in cfg.modalities.items():
         items, texts = loaded[m]
         distinct = list(dict.fromkeys(texts))
         local = {t: i for i, t in enumerate(distinct)}
-        candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation
+        candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation  # type: ignore[operator]
         states[m] = _ModalityState(m, c, model.towers[m], items,
                                    torch.tensor([local[t] for t in texts]), candidates,
                                    HubLoss(cfg.loss, model.dims), gen)
     pairs = []
-    for p in cfg.pairs:
-        missing = [m for m in p.modalities if m not in model.towers]
+    for pc in cfg.pairs:
+        missing = [m for m in pc.modalities if m not in model.towers]
         if missing:
-            raise ConfigError(f"bind config: pair {p.modalities} names modalities without a "
+            raise ConfigError(f"bind config: pair {pc.modalities} names modalities without a "
                               f"tower: {missing}")
-        rows = read_rows(p.train)
-        a, b = p.modalities
+        rows = read_rows(pc.train)
+        a, b = pc.modalities
         ia, ka = load_items(a, [r[a] for r in rows])
         ib, kb = load_items(b, [r[b] for r in rows])
         keep = sorted(set(ka) & set(kb))
         pa, pb = dict(zip(ka, ia, strict=True)), dict(zip(kb, ib, strict=True))
         scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        for s in p.modalities:
+        for s in pc.modalities:
             if s in states:
                 states[s].optim.add_param_group({"params": [scale], "lr": states[s].cfg.lr,
                                                  "weight_decay": 0.0})
                 break
-        pairs.append((p, [pa[i] for i in keep], [pb[i] for i in keep], scale,
-                      _Stream(len(keep), p.batch_size, gen)))
+        pairs.append((pc, [pa[i] for i in keep], [pb[i] for i in keep], scale,
+                      _Stream(len(keep), pc.batch_size, gen)))
         echo(f"  direct pair {a} <-> {b}: {len(keep)} training pairs")
 
     model.train()
@@ -338,14 +338,16 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
             for m in active:
                 states[m].set_lr(extra)
                 loss = loss + states[m].loss_of(cfg.negatives)
-            for p, items_a, items_b, scale, stream in pairs:
-                if not set(p.modalities) & set(active) or (cfg.pair_steps > 0 and not extra):
+            for pc, items_a, items_b, scale, stream in pairs:
+                if not set(pc.modalities) & set(active) or (cfg.pair_steps > 0 and not extra):
                     continue
                 index = stream.next().tolist()
-                a, b = p.modalities
-                ea = model.towers[a](model.towers[a].tokenizer([items_a[i] for i in index]))
-                eb = model.towers[b](model.towers[b].tokenizer([items_b[i] for i in index]))
-                loss = loss + p.weight * pair_loss(ea, eb, scale, model.dims)
+                a, b = pc.modalities
+                ea = model.towers[a](model.towers[a].tokenizer(  # type: ignore[operator]
+                    [items_a[i] for i in index]))
+                eb = model.towers[b](model.towers[b].tokenizer(  # type: ignore[operator]
+                    [items_b[i] for i in index]))
+                loss = loss + pc.weight * pair_loss(ea, eb, scale, model.dims)
             for m in states:
                 states[m].optim.zero_grad(set_to_none=True)
             loss.backward()
