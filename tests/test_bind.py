@@ -252,3 +252,30 @@ def test_semantic_search_over_a_mixed_corpus():
                                       corpus_modalities=["image", "text", "audio", "text"],
                                       modality="text")
     assert [h["corpus_id"] for h in only_text[0]] == [1, 3]
+
+
+def test_evaluation_merges_duplicate_answers_and_truncates():
+    from mmenc.bind.evaluate import Task, evaluate_bound
+
+    class Fixed:
+        dims = [2, 4]
+
+        def encode(self, items, modality, **_):
+            table = {"a": [1.0, 0, 0, 0], "b": [0, 1.0, 0, 0], "c": [0, 0, 1.0, 0],
+                     "A": [1.0, 0, 0, 0.1], "B": [0, 1.0, 0.1, 0], "C": [0.1, 0, 0, 1.0]}
+            return torch.tensor([table[x] for x in items])
+
+    task = Task("q -> g", "emergent", ["a", "b", "c", "a"], ["A", "B", "C", "A"], "x", "y")
+    result = evaluate_bound(Fixed(), [task])["q -> g"]
+    assert result["gallery"] == 3 and result["queries"] == 4  # the duplicate "A" is merged
+    assert result["dims"]["4"]["R@1"] == 0.75  # "c" finds "C" only through the 4th dim
+    assert result["dims"]["2"]["R@1"] < result["dims"]["4"]["R@1"]
+    assert result["chance"]["R@1"] == 1 / 3
+
+
+def test_demo_rejects_an_unknown_pairing(tmp_path):
+    from mmenc.demo import run_demo
+    from mmenc.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="code-text"):
+        run_demo(tmp_path, pairings=("no-such-pairing",))
