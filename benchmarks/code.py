@@ -68,10 +68,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import transformers
+    from mmenc_code.tokenizer import FILE, train_bpe
 
     import mmenc
     from mmenc.nn import masked_mean
-    from mmenc_code.tokenizer import FILE, train_bpe
 
     codes = corpus(args.items)
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,7 +48,8 @@ def fixture_checkpoint(fixture_dir: Path, fixture: dict[str, Any]) -> Path:
         if fixture.get(key):
             path = fixture_dir / str(fixture[key])
             if not path.exists():
-                raise CheckpointError(f"{fixture_dir / 'fixture.json'}: {key} {path} does not exist")
+                raise CheckpointError(
+                    f"{fixture_dir / 'fixture.json'}: {key} {path} does not exist")
             return path
     raise CheckpointError(f"{fixture_dir / 'fixture.json'}: no checkpoint_dir or checkpoint_file")
 
@@ -83,8 +84,8 @@ def run_parity(fixture_dir: str | Path, tolerance: float | None = None) -> Parit
     """Convert a fixture's checkpoint and compare every reference output."""
     from safetensors.torch import load_file
 
-    from mmenc.registry import catalogue
     from mmenc.factory import convert
+    from mmenc.registry import catalogue
     from mmenc.specs import resolve
 
     fixture_dir = Path(fixture_dir)

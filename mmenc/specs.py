@@ -59,7 +59,8 @@ def _check_target(kind: str, name: str, target: object) -> None:
     if callable(target):
         return
     if not isinstance(target, str) or not _TARGET.match(target):
-        raise SpecError(f"{kind} {name!r}: target {target!r} is not 'module:attribute' or a callable")
+        raise SpecError(
+            f"{kind} {name!r}: target {target!r} is not 'module:attribute' or a callable")
 
 
 @dataclass(frozen=True)

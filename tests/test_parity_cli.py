@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -55,7 +54,8 @@ def test_swapped_query_key_fails(tmp_path):
     fx = make_hf_fixture(tmp_path / "fx", "bert", seed=4)
     ckpt = fx / "checkpoint" / "pytorch_model.bin"
     state = torch.load(ckpt, weights_only=True)
-    q, k = "encoder.layer.0.attention.self.query.weight", "encoder.layer.0.attention.self.key.weight"
+    q = "encoder.layer.0.attention.self.query.weight"
+    k = "encoder.layer.0.attention.self.key.weight"
     state[q], state[k] = state[k].clone(), state[q].clone()
     torch.save(state, ckpt)
     code, _ = run("parity", str(fx), "--json")

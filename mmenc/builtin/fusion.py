@@ -56,7 +56,7 @@ class MergedFusion(nn.Module):
         mask = torch.cat(masks, dim=1)  # [b n]
         hidden = self.trunk(torch.cat(parts, dim=1), mask=mask).last_hidden_state  # [b n d]
         out, start = {}, 0
-        for m, n in zip(names, lengths):
+        for m, n in zip(names, lengths, strict=True):
             out[m] = Features(hidden[:, start : start + n], states[m].mask, None)
             start += n
         return out

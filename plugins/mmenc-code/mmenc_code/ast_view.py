@@ -10,7 +10,7 @@ leaves (which contribute their marker pair and no text).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 # grammar name (a tokenizer's ``lang``, saved in config.json) -> its tree-sitter package; a
@@ -19,7 +19,7 @@ GRAMMARS = {lang: f"tree_sitter_{lang}"
             for lang in ("python", "java", "javascript", "go", "ruby", "php")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def language(name: str = "python") -> Any:
     """The tree-sitter ``Language`` of a grammar package (``tree-sitter-<name>``).
 

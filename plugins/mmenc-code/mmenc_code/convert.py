@@ -18,7 +18,6 @@ from torch import Tensor
 from mmenc.batch import TokenBatch
 from mmenc.checkpoint import find_weights, fit_state_dict, read_foreign, read_json
 from mmenc.errors import CheckpointError
-
 from mmenc_code.model import UniXcoder, build_unixcoder
 from mmenc_code.tokenizer import FILE, roberta_tokenizer
 

@@ -99,14 +99,14 @@ def corrupt_spans(body: list[int], sentinels: list[int], noise: float, span: flo
         # ``parts`` positive lengths summing to ``total``
         cuts = torch.randperm(total - 1, generator=generator)[: parts - 1] + 1
         edges = [0, *sorted(cuts.tolist()), total]
-        return [b - a for a, b in zip(edges, edges[1:])]
+        return [b - a for a, b in zip(edges, edges[1:], strict=False)]
 
     noise_lengths = split(n_noise, spans)
     keep_lengths = split(n - n_noise, spans)
     source: list[int] = []
     target: list[int] = []
     pos = 0
-    for k, (keep, drop) in enumerate(zip(keep_lengths, noise_lengths)):
+    for k, (keep, drop) in enumerate(zip(keep_lengths, noise_lengths, strict=True)):
         source += body[pos: pos + keep] + [sentinels[k]]
         pos += keep
         target += [sentinels[k]] + body[pos: pos + drop]
@@ -136,7 +136,7 @@ class SpanDenoising(_TokenObjective):
         limit = int(model.config["encoder"]["max_positions"]) - tok.pad_id - 1
         rows, prefixes, starts = [], [], []
         mask = batch.mask if batch.mask is not None else batch.ids.ne(tok.pad_id)
-        for ids, real in zip(batch.ids.tolist(), mask.tolist()):
+        for ids, real in zip(batch.ids.tolist(), mask.tolist(), strict=True):
             length = sum(real)
             body = ids[PREFIX: length - 1]  # between <s> MODE </s> and the closing </s>
             head = [tok.cls_id, tok.ids["<encoder-decoder>"], tok.sep_id]
@@ -156,7 +156,7 @@ class SpanDenoising(_TokenObjective):
         ids = torch.full((len(rows), n), tok.pad_id, dtype=torch.long)
         real = torch.zeros(len(rows), n, dtype=torch.bool)
         labels = torch.full((len(rows), n - 1), -100, dtype=torch.long)
-        for i, (row, start) in enumerate(zip(rows, starts)):
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
             ids[i, : len(row)] = torch.tensor(row)
             real[i, : len(row)] = True
             if start < len(row):

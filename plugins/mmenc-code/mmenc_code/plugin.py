@@ -6,7 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mmenc.hookspecs import hookimpl
-from mmenc.specs import ConverterSpec, ModalitySpec, ModelSpec, ObjectiveSpec, ParitySpec, TokenizerSpec
+from mmenc.specs import (
+    ConverterSpec,
+    ModalitySpec,
+    ModelSpec,
+    ObjectiveSpec,
+    ParitySpec,
+    TokenizerSpec,
+)
 
 _P = "mmenc_code"
 
@@ -46,7 +53,8 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     register(ModelSpec("unixcoder-tiny", ("code", "text", "ast"), f"{_P}.model:build_unixcoder",
                        f"{_P}.recipes:UNIXCODER_TINY", "dual",
                        "tiny UniXcoder with a byte-level vocabulary", tiny=True))
-    register(ModelSpec("code-text-tiny", ("code", "text"), "mmenc.builtin.towers:build_tower_encoder",
+    register(ModelSpec("code-text-tiny", ("code", "text"),
+                       "mmenc.builtin.towers:build_tower_encoder",
                        f"{_P}.recipes:CODE_TEXT_TINY", "dual",
                        "tiny code-text dual encoder (towers can start from a converted text "
                        "encoder)", tiny=True))

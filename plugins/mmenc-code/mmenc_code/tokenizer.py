@@ -186,7 +186,6 @@ class UniXcoderTokenizer:
     def texts(self, items: list[object]) -> list[str]:
         """The strings BPE sees: the loaded items, or their flattened trees."""
         from mmenc.builtin.text import load_text
-
         from mmenc_code.modality import _label, load_code
 
         if self.view == "text":
@@ -195,7 +194,6 @@ class UniXcoderTokenizer:
         if self.view == "code":
             return codes
         from mmenc.errors import InputError
-
         from mmenc_code.ast_view import TooDeep, flatten
 
         out = []

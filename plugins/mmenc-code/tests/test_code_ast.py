@@ -43,7 +43,8 @@ def test_flattening_is_one_to_one():
 
 def test_every_marker_is_in_the_marker_list():
     known = set(markers("python"))
-    flat = flatten(CODE + "\nasync def g():\n    async with a as b:\n        yield [x async for x in b]\n")
+    flat = flatten(CODE + "\nasync def g():\n    async with a as b:\n"
+                   "        yield [x async for x in b]\n")
     assert {t for t in flat.tokens if t.endswith(("left>", "right>"))} <= known
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from code_fixture import make_unixcoder_fixture
 
 import mmenc
 from mmenc.errors import CheckpointError
 from mmenc.parity import run_parity
-
-from code_fixture import make_unixcoder_fixture
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "parity" / "unixcoder" / "small"
 torch.set_num_threads(1)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmenc_code.pairing import evaluate, write_manifests, write_reports
-
 import mmenc
 from mmenc.data.stdlib import CodePair
 from mmenc.retrieval.lexical import Bm25Scorer
+from mmenc_code.pairing import evaluate, write_manifests, write_reports
 
 PAIRS = [
     CodePair("a.py:1:f", "a", "Return the size.", "def size(self):\n    return self.n"),

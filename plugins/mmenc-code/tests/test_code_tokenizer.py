@@ -9,7 +9,13 @@ import torch
 import mmenc
 from mmenc.errors import ConfigError, InputError
 from mmenc_code.tokenizer import (
-    MODES, UniXcoderTokenizer, bytes_tokenizer, code_tokenizer, roberta_tokenizer, train_bpe)
+    MODES,
+    UniXcoderTokenizer,
+    bytes_tokenizer,
+    code_tokenizer,
+    roberta_tokenizer,
+    train_bpe,
+)
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n",

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmenc_code.ast_view import GRAMMARS, language
 
 import mmenc
 from mmenc.errors import CheckpointError
+from mmenc_code.ast_view import GRAMMARS, language
 
 
 @pytest.mark.parametrize("lang", ["os", "subprocess", "python.nested", "../python", ["python"]])
