@@ -99,7 +99,8 @@ def _label(item: object) -> object:
     if isinstance(item, np.ndarray):
         return f"array of shape {item.shape} ({item.dtype})"
     if isinstance(item, tuple) and item and hasattr(item[0], "shape"):
-        return f"array of shape {tuple(item[0].shape)} at {item[1]!r} Hz"
+        rate = f"at {item[1]!r} Hz" if len(item) > 1 else "with no sample rate"
+        return f"array of shape {tuple(item[0].shape)} {rate}"
     if hasattr(item, "shape") and hasattr(item, "dtype"):
         return f"tensor of shape {tuple(item.shape)} ({item.dtype})"
     return item

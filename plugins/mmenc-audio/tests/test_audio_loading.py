@@ -106,6 +106,8 @@ def test_bad_files_are_refused_naming_the_file(tmp_path) -> None:
     ((WAVE, -16000), "sample rate -16000"),
     ((WAVE, 16000.5), "not a whole number"),
     ((WAVE, "16k"), "tuple item"),
+    ((WAVE,), r"shape \(8000,\) with no sample rate: a tuple item must be \(samples"),
+    ((WAVE, 16000, 1), "tuple item must be"),
     (np.zeros((1000, 0), dtype=np.float32), "0 channels"),
     (b"", "no data"),
     (b"\x00\x01\x02garbage", "not a readable audio file"),
