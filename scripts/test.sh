@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: set up, then run pytest over the core and every plugin.
+# The test suite: set up, lint with ruff, then run pytest over the core and every plugin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${MMENC_VENV:-.venv}/bin/python" -m pytest "$@"
+venv=${MMENC_VENV:-.venv}
+"$venv/bin/ruff" check --quiet .
+exec "$venv/bin/python" -m pytest --durations=15 "$@"

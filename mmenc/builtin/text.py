@@ -252,8 +252,8 @@ def hf_tokenizer_config(folder: Path, max_length: int, pad_id: int = 0) -> dict[
         if pad is None:
             vocab = (data.get("model") or {}).get("vocab") or {}
             pad = vocab.get("[PAD]", vocab.get("<pad>", 0)) if isinstance(vocab, dict) else 0
-        return {"tokenizer": "text", "kind": "hf-tokenizers", "file": "tokenizer.json", "max_length": max_length,
-                "pad_id": int(pad)}
+        return {"tokenizer": "text", "kind": "hf-tokenizers", "file": "tokenizer.json",
+                "max_length": max_length, "pad_id": int(pad)}
     if (folder / "vocab.txt").is_file():
         return {"kind": "wordpiece", "vocab": "vocab.txt", "max_length": max_length}
     return {"kind": "none", "pad_id": pad_id}

@@ -138,7 +138,7 @@ class TowerEncoder(Encoder):
             self._frozen_cache[modality] = (version, cache)
         mask = batch.mask if batch.mask is not None else torch.ones(batch.ids.shape[:2],
                                                                     dtype=torch.bool)
-        keys = [row[m].cpu().numpy().tobytes() for row, m in zip(batch.ids, mask)]
+        keys = [row[m].cpu().numpy().tobytes() for row, m in zip(batch.ids, mask, strict=True)]
         todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in cache}.values())
         if todo:
             tower.eval()
@@ -146,7 +146,7 @@ class TowerEncoder(Encoder):
             pooled = pool(tower_features(tower, self.kinds[modality], sub),
                           self.pooling[modality])
             tower.train(self.training)
-            for i, row in zip(todo, pooled):
+            for i, row in zip(todo, pooled, strict=True):
                 cache[keys[i]] = row
         return torch.stack([cache[k] for k in keys])
 
