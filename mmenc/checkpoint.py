@@ -7,7 +7,9 @@ that needs arbitrary unpickling is refused with the name of what blocked it.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,19 +19,70 @@ from torch import Tensor, nn
 
 from mmenc.errors import CheckpointError
 
+MAX_JSON_BYTES = 16 << 20
+"""The largest JSON file (a model's ``config.json``) read whole."""
+MAX_WEIGHTS_BYTES = 1 << 40
+"""The largest weights file a model folder may hold."""
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a :class:`CheckpointError` naming the file."""
+
+def regular_file(path: str | Path, max_bytes: int, what: str = "file") -> Path:
+    """``path`` when it is a regular file (after following links) of at most ``max_bytes``.
+
+    A directory, a FIFO, a device (``/dev/zero``) or a socket is refused before anything is
+    opened: reading one would fail, block for ever or never end.
+
+    Raises:
+        CheckpointError: naming ``path`` and the reason.
+    """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        info = os.stat(path)  # follows symbolic links
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read this {what} ({exc.strerror or exc})") \
+            from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
+                "a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "not a regular file")
+        raise CheckpointError(f"{path}: is {kind}, not a regular {what}")
+    if info.st_size > max_bytes:
+        raise CheckpointError(f"{path}: {info.st_size} bytes, more than a {what} may hold "
+                              f"({max_bytes})")
+    return path
+
+
+def read_limited(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`regular_file`); a file that grows
+    past ``max_bytes`` while it is read is refused too."""
+    path = regular_file(path, max_bytes, what)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read this {what} ({exc.strerror or exc})") \
+            from None
+    if len(data) > max_bytes:
+        raise CheckpointError(f"{path}: more than a {what} may hold ({max_bytes} bytes)")
+    return data
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A JSON object from the regular file ``path`` of at most ``max_bytes``, or a
+    :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    data = read_limited(path, max_bytes, "JSON file")
+    try:
+        obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to be a configuration") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def read_foreign(path: str | Path) -> Any:
@@ -38,9 +91,7 @@ def read_foreign(path: str | Path) -> Any:
     ``.safetensors`` files are read with safetensors; everything else with
     ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+    path = regular_file(path, MAX_WEIGHTS_BYTES, "checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -69,6 +120,19 @@ def read_foreign(path: str | Path) -> Any:
             from None
     except Exception:  # noqa: BLE001 - the unpickler fails in many ways on other files
         raise CheckpointError(f"{path}: not a PyTorch checkpoint") from None
+
+
+def check_finite(state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Every floating tensor of ``state`` holds finite numbers only.
+
+    Raises:
+        CheckpointError: naming ``source`` and the first tensor with a NaN or an Inf.
+    """
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+            raise CheckpointError(f"{source}: tensor {key!r} holds {kind} values; the weights "
+                                  "are damaged (or were saved from a run that diverged)")
 
 
 def _blocked_global(message: str) -> str | None:

@@ -62,3 +62,7 @@ class CheckpointError(MmencError, ValueError):
 
 class ConfigError(MmencError, ValueError):
     """A malformed configuration file or value."""
+
+
+class EncodeError(MmencError, ValueError):
+    """A model gave unusable output (NaN or Inf embeddings); the message names the items."""

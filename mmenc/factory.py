@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmenc.batch import Tokenizer
-from mmenc.errors import CheckpointError, ConfigError
+from mmenc.errors import CheckpointError, ConfigError, MmencError, PluginError
 from mmenc.model import Encoder
 from mmenc.registry import catalogue
 from mmenc.specs import resolve
@@ -151,17 +151,61 @@ def _check_overrides(name: str, defaults: dict[str, Any], overrides: dict[str, A
                           f"(valid here: {', '.join(known) or 'none'})")
 
 
+# what a builder raises when a configuration does not fit its recipe
+_CONFIG_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError)
+
+
+def call_plugin(kind: str, name: str, target: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any], *, returns: type | None = None,
+                config_error: type[MmencError] | None = None, where: str = "") -> Any:
+    """``target(*args, **kwargs)`` for the ``kind`` ``name`` of the catalogue (a model's
+    builder, a converter), with every failure typed.
+
+    mmenc's own errors pass through; with ``config_error``, the errors of a configuration that
+    does not fit (:data:`_CONFIG_ERRORS`) become that error, prefixed by ``where``; anything
+    else a plugin's code raises (``SystemExit`` included), a target that is not callable and a
+    result that is not a ``returns`` become a :class:`PluginError` naming the plugin, the entry
+    and the reason.
+    """
+    entry = catalogue().entry(kind, name)
+    label = "recipe" if kind == "model" else kind
+    owner = f"plugin {entry.plugin.name!r}: {label} {name!r}"
+    if not callable(target):
+        raise PluginError(f"{owner}: its target is {type(target).__name__} {target!r:.40}, "
+                          "not a callable")
+    try:
+        result = target(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a plugin's code may raise anything
+        if isinstance(exc, MmencError):
+            raise
+        if config_error is not None and isinstance(exc, _CONFIG_ERRORS):
+            raise config_error(f"{where}: config does not fit {label} {name!r} "
+                               f"({type(exc).__name__}: {exc})") from None
+        raise PluginError(f"{owner}: failed ({type(exc).__name__}: {exc})") from exc
+    if returns is not None and not isinstance(result, returns):
+        raise PluginError(f"{owner}: returned {type(result).__name__}, not an "
+                          f"{returns.__module__}.{returns.__name__}")
+    return result
+
+
 def _build(name: str, overrides: dict[str, Any]) -> Encoder:
     spec = catalogue().get("model", name)
     defaults = spec.default_config()
     # overrides may come from a file (a pretrain YAML): no size goes unchecked to a builder
-    check_sizes(merge_config(defaults, overrides), f"create_model({name!r})", ConfigError)
+    where = f"create_model({name!r})"
+    check_sizes(merge_config(defaults, overrides), where, ConfigError)
     builder = resolve(spec.builder)
     read: set[tuple[str, ...]] = _looked_up_by(builder) if overrides else set()
     config = _ReadLog(merge_config(defaults, overrides), read)
     try:
-        model: Encoder = builder(config, directory=None)
-    except Exception:
+        # without overrides the configuration is the plugin's own: its failure is the plugin's
+        model: Encoder = call_plugin("model", spec.name, builder, (config,),
+                                     {"directory": None}, returns=Encoder,
+                                     config_error=ConfigError if overrides else None,
+                                     where=where)
+    except MmencError:
         # a misspelt nested key often breaks the build first: name it rather than the symptom
         _check_overrides(name, defaults, overrides, read, typos_only=True)
         raise
@@ -300,7 +344,9 @@ def convert(fmt: str, src: str | Path, out_dir: str | Path | None = None,
     format.
     """
     spec = catalogue().get("converter", fmt)
-    model: Encoder = resolve(spec.target)(Path(src), **options)
+    model: Encoder = call_plugin("converter", fmt, resolve(spec.target), (Path(src),),
+                                 options, returns=Encoder, config_error=CheckpointError,
+                                 where=str(src))
     if out_dir is not None:
         model.save_pretrained(out_dir)
     return model

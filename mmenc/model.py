@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
-from mmenc.checkpoint import read_json
+from mmenc.checkpoint import MAX_WEIGHTS_BYTES, check_finite, read_json, regular_file
 from mmenc.conventions import as_item_list, convert_output, merge_aliases, pick_modality
-from mmenc.errors import CheckpointError, UnknownNameError
+from mmenc.errors import CheckpointError, EncodeError, UnknownNameError
 
 FORMAT = "mmenc"
 FORMAT_VERSION = 1
@@ -45,7 +45,8 @@ class Encoder(nn.Module):
 
     directory: Path | None = None  # the folder it was loaded from (exports live there)
 
-    def __init__(self, recipe: str, config: dict[str, Any], tokenizers: dict[str, Tokenizer]):
+    def __init__(self, recipe: str, config: dict[str, Any],
+                 tokenizers: dict[str, Tokenizer]) -> None:
         super().__init__()
         self.recipe = recipe
         self.config = dict(config)
@@ -157,6 +158,12 @@ class Encoder(nn.Module):
             raise ValueError("encode() got no items")
         emb = torch.empty_like(torch.cat(out))
         emb[torch.tensor(order)] = torch.cat(out)
+        bad = (~torch.isfinite(emb).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            shown = ", ".join(f"{i} ({_short(items[i])})" for i in bad[:4])
+            more = f", ... ({len(bad)} in all)" if len(bad) > 4 else ""
+            raise EncodeError(f"{self.recipe}: non-finite (NaN or Inf) embeddings for item "
+                              f"{shown}{more}; the model's weights or these inputs overflow")
         if dim is not None:
             if not 0 < dim <= emb.shape[1]:
                 raise ValueError(f"dim={dim} is outside 1..{emb.shape[1]}")
@@ -232,13 +239,16 @@ class Encoder(nn.Module):
         return path
 
 
+def _short(item: object) -> str:
+    """A short label of a raw item for an error message."""
+    label = f"<{len(item)} bytes>" if isinstance(item, bytes | bytearray) else repr(item)
+    return label if len(label) <= 40 else label[:37] + "..."
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a saved model, checked for the fields mmenc needs."""
     path = Path(path)
-    if (path / CONFIG).is_file() and (path / CONFIG).stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{path / CONFIG}: {(path / CONFIG).stat().st_size} bytes, more "
-                              f"than a configuration needs ({MAX_CONFIG_BYTES})")
-    meta = read_json(path / CONFIG)
+    meta = read_json(path / CONFIG, MAX_CONFIG_BYTES)  # a regular file only, its size checked
     if meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path / CONFIG}: not an mmenc model (format={meta.get('format')!r}); "
@@ -277,19 +287,24 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
         raise CheckpointError(f"{config_file}: recipe: {exc}") from None
     check_sizes(meta["config"], str(config_file))
     check_names(meta["config"], str(config_file))
+    regular_file(weights, MAX_WEIGHTS_BYTES, "weights file")
     header = read_header(weights)
     builder = resolve(spec.builder)
 
     def build() -> Encoder:
+        from mmenc.factory import call_plugin
+
         try:
-            return builder(deepcopy(meta["config"]), directory=path)  # type: ignore[no-any-return]
+            return call_plugin(  # type: ignore[no-any-return]
+                "model", spec.name, builder, (deepcopy(meta["config"]),), {"directory": path},
+                returns=Encoder, config_error=CheckpointError, where=str(config_file))
         except CheckpointError as exc:
             message = str(exc)
             raise CheckpointError(message if str(path) in message
                                   else f"{config_file}: {message}") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except UnknownNameError as exc:  # a catalogue name in the config that is not registered
             raise CheckpointError(f"{config_file}: config does not fit recipe "
-                                  f"{meta['recipe']!r} ({type(exc).__name__}: {exc})") from None
+                                  f"{meta['recipe']!r} (UnknownNameError: {exc})") from None
 
     skeleton = build_skeleton(build)
     check_shapes(skeleton, header, weights, config_file)
@@ -303,6 +318,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: cannot read weights ({exc})") from None
+    check_finite(state, weights)
     _load_with_ties(model, state, str(weights))
     model.directory = path  # where exported graphs (onnx/) of these weights live
     return model.to(map_location)

@@ -10,12 +10,15 @@ read). Only a configuration that fits its weights is built for real.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
+from mmenc.checkpoint import regular_file
 from mmenc.errors import CheckpointError, MmencError, UnknownNameError
 from mmenc.specs import CleanerSpec
 
@@ -42,8 +45,16 @@ SIZE_BOUNDS: dict[str, tuple[int, int]] = {
     "hidden_size": _WIDTH, "intermediate_size": _WIDTH, "num_hidden_layers": (1, 256),
     "num_attention_heads": (1, 1024), "max_position_embeddings": _LENGTH,
 }
+# keys of token ids: integers within int64 and the largest vocabulary, and below the
+# ``vocab_size`` beside them where there is one
+ID_KEYS = frozenset({"pad_id", "pad_ids", "mask_id", "mask_ids", "pad_token_id",
+                     "mask_token_id", "cls_token_id", "bos_token_id", "eos_token_id"})
+# keys whose value, where present, must be a mapping (of mappings: every value a section)
+SECTIONS = {"tokenizers": True, "towers": True, "trunk": False}
 # width key -> the key of the number of heads it divides into, in the same mapping
 _HEADS = {"dim": "heads", "hidden_size": "num_attention_heads"}
+# the largest file (a tokenizer's vocabulary) a model's configuration may name in its folder
+MAX_FOLDER_FILE_BYTES = 1 << 30
 # the layers of all trunks together: building a skeleton costs time per layer
 MAX_TOTAL_DEPTH = 1024
 
@@ -75,6 +86,7 @@ def check_sizes(config: Mapping[str, Any], where: str,
     """
     entries = [(path.lstrip("."), key, value, parent)
                for path, key, value, parent in _walk(config, root)]
+    check_types(entries, where, error)
     for path, key, value, _ in entries:
         bounds = SIZE_BOUNDS.get(key)
         if bounds is None or value is None or isinstance(value, Mapping):
@@ -96,6 +108,38 @@ def check_sizes(config: Mapping[str, Any], where: str,
         heads = parent.get(_HEADS[key]) if key in _HEADS and parent is not None else None
         if _is_int(value) and _is_int(heads) and value % heads:
             raise error(f"{where}: {path}: {value} does not divide into {heads} heads")
+
+
+def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], where: str,
+                error: type[MmencError] = CheckpointError) -> None:
+    """No number is NaN or infinite, every section (:data:`SECTIONS`) is a mapping, and every
+    token id (:data:`ID_KEYS`) is an integer within the vocabulary.
+
+    Raises:
+        CheckpointError: (or ``error``) naming ``where`` and the key.
+    """
+    for path, key, value, parent in entries:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{where}: {path}: {value!r} is not a finite number")
+        if key in SECTIONS and value is not None:
+            if not isinstance(value, Mapping):
+                raise error(f"{where}: {path}: must be a mapping, got "
+                            f"{type(value).__name__} {value!r:.40}")
+            for name, section in value.items() if SECTIONS[key] else ():
+                if not isinstance(section, Mapping):
+                    raise error(f"{where}: {path}.{name}: must be a mapping, got "
+                                f"{type(section).__name__} {section!r:.40}")
+        if key in ID_KEYS and value is not None:
+            vocab = parent.get("vocab_size") if parent is not None else None
+            high = vocab - 1 if isinstance(vocab, int) and _is_int(vocab) else _VOCAB[1]
+            items = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
+            for i, item in items:
+                at = path if i is None else f"{path}[{i}]"
+                if not _is_int(item):
+                    raise error(f"{where}: {at}: a token id must be an integer, got {item!r:.40}")
+                if not 0 <= item <= high:
+                    raise error(f"{where}: {at}: token id {item} is outside 0..{high}"
+                                + (" (vocab_size)" if _is_int(vocab) else ""))
 
 
 def find_cleaner(name: object, cleaners: Mapping[str, CleanerSpec]) -> CleanerSpec:
@@ -213,4 +257,6 @@ def folder_file(directory: str | Path, name: object, key: str) -> Path:
     if relative.is_absolute() or not path.is_relative_to(folder):
         raise CheckpointError(f"{Path(directory) / 'config.json'}: {key}: {str(name)!r} is not a "
                               "file inside the model's folder")
+    if os.path.lexists(path):  # a missing file is its reader's to report
+        regular_file(path, MAX_FOLDER_FILE_BYTES, key)
     return path

@@ -350,6 +350,63 @@ def test_convert_with_a_lost_converter_is_a_typed_error(lost):
         mmenc.convert("lost-format", lost)
 
 
+@pytest.fixture
+def faulty(tmp_path, monkeypatch):
+    """The process's catalogue with plugin ``faulty``: builders that import fine but raise,
+    exit, return no model or are not callable, and a converter that raises."""
+    from mmenc import registry
+    from mmenc.specs import ConverterSpec
+
+    (tmp_path / "faulty_build.py").write_text(
+        "def raises(config, directory=None):\n    raise RuntimeError('cannot build')\n"
+        "def exits(config, directory=None):\n    raise SystemExit(1)\n"
+        "def nothing(config, directory=None):\n    return None\n"
+        "NOT_CALLABLE = 3\n"
+        "def convert(src, **options):\n    raise RuntimeError('cannot convert')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    specs = [ModelSpec(f"faulty-{name}-tiny", ("text",), f"faulty_build:{target}", {},
+                       tiny=True)
+             for name, target in (("raises", "raises"), ("exits", "exits"),
+                                  ("none", "nothing"), ("int", "NOT_CALLABLE"))]
+    cat = _build(_plugin("faulty", mmenc_register_models=_registers(
+        *specs, ConverterSpec("faulty-format", "faulty_build:convert"))))
+    assert cat.plugin("faulty").status == "ok"
+    monkeypatch.setitem(registry._CACHE, "default", cat)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("faulty-raises-tiny", "failed (RuntimeError: cannot build)"),
+    ("faulty-exits-tiny", "failed (SystemExit: 1)"),
+    ("faulty-none-tiny", "returned NoneType, not an mmenc.model.Encoder"),
+    ("faulty-int-tiny", "its target is int 3, not a callable"),
+])
+def test_a_failing_builder_is_a_plugin_error_naming_plugin_and_recipe(faulty, name, reason):
+    with pytest.raises(PluginError) as info:
+        mmenc.create_model(name)
+    assert str(info.value) == f"plugin 'faulty': recipe {name!r}: {reason}"
+
+
+def test_a_failing_converter_is_a_plugin_error(faulty):
+    with pytest.raises(PluginError, match=r"plugin 'faulty': converter 'faulty-format': failed "
+                                          r"\(RuntimeError: cannot convert\)"):
+        mmenc.convert("faulty-format", faulty)
+
+
+def test_a_builder_failing_in_load_is_a_plugin_error(faulty, tmp_path):
+    from mmenc import registry
+
+    folder = tmp_path / "saved"
+    model = mmenc.create_model("text-tiny")
+    model.save_pretrained(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["recipe"] = "faulty-raises-tiny"
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert "faulty-raises-tiny" in registry._CACHE["default"].names("model")
+    with pytest.raises(PluginError, match=r"recipe 'faulty-raises-tiny': failed \(RuntimeError"):
+        mmenc.load(folder)
+
+
 def test_cli_survives_exiting_plugins_and_lost_targets(tmp_path, run_cli):
     site = tmp_path / "site"
     site.mkdir()

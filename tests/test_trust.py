@@ -318,3 +318,113 @@ def test_a_tokenizer_file_inside_the_folder_still_loads(saved, tmp_path):
 
     model = mmenc.load(_poisoned(saved, tmp_path, edit))
     assert model.encode(["a cat"], "text").shape[0] == 1
+
+
+# -- value types: token ids, sections and numbers are checked before building -----------------
+@pytest.mark.parametrize("path,value,message", [
+    ("towers.text.pad_id", "12", r"towers\.text\.pad_id: a token id must be an integer"),
+    ("towers.text.pad_id", 1.5, r"towers\.text\.pad_id: a token id must be an integer"),
+    ("towers.text.pad_id", True, r"towers\.text\.pad_id: a token id must be an integer"),
+    ("towers.text.pad_id", 2**63, r"towers\.text\.pad_id: token id 9223372036854775808 is "
+                                  r"outside 0\.\.260 \(vocab_size\)"),
+    ("towers.text.pad_id", 261, r"towers\.text\.pad_id: token id 261 is outside 0\.\.260"),
+    ("towers.text.pad_id", -1, r"towers\.text\.pad_id: token id -1 is outside"),
+    ("tokenizers.text", "bytes", r"tokenizers\.text: must be a mapping, got str"),
+    ("towers.text", [], r"towers\.text: must be a mapping, got list"),
+    ("towers.text.trunk", "x", r"towers\.text\.trunk: must be a mapping, got str"),
+    ("towers.text.dropout", float("nan"), r"towers\.text\.dropout: nan is not a finite number"),
+    ("towers.text.trunk.eps", float("inf"), r"towers\.text\.trunk\.eps: inf is not a finite"),
+])
+def test_config_value_types_are_checked_before_building(saved, tmp_path, path, value, message):
+    folder = _poisoned(saved, tmp_path, _set(path, value))
+    with pytest.raises(CheckpointError, match=rf"config\.json: config\.{message}"):
+        mmenc.load(folder)
+
+
+def test_token_ids_of_create_model_overrides_are_checked():
+    with pytest.raises(ConfigError, match=r"pad_id: a token id must be an integer, got 'x'"):
+        mmenc.create_model("text-tiny", towers={"text": {"pad_id": "x"}})
+
+
+# -- files: only regular files of a bounded size are read ----------------------------------------
+def _copy(saved: Path, where: Path) -> Path:
+    out = where / "copy"
+    out.mkdir()
+    for f in saved.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("directory", "is a directory, not a regular JSON file"),
+    ("fifo", "is a FIFO, not a regular JSON file"),
+    ("dev_zero", "is a device, not a regular JSON file"),
+    ("deep", "JSON nested too deeply"),
+])
+def test_config_json_that_is_not_a_plain_json_file_is_refused(saved, tmp_path, kind, message):
+    import os
+
+    folder = _copy(saved, tmp_path)
+    config = folder / "config.json"
+    config.unlink()
+    if kind == "directory":
+        config.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "dev_zero":
+        os.symlink("/dev/zero", config)
+    else:
+        config.write_text('{"format": "mmenc", "config": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"{config}: {message}"):
+        mmenc.load(folder)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_weights_and_tokenizer_files_must_be_regular_files(saved, tmp_path):
+    import os
+
+    folder = _copy(saved, tmp_path)
+    (folder / "model.safetensors").unlink()
+    os.mkfifo(folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: is a FIFO, not a regular "
+                                              "weights file"):
+        mmenc.load(folder)
+
+    (tmp_path / "tok").mkdir()
+    folder = _poisoned(saved, tmp_path / "tok", _set(
+        "tokenizers.text", {"tokenizer": "text", "kind": "hf-tokenizers", "file": "tok.json",
+                            "max_length": 64}))
+    (folder / "tok.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"tok\.json: is a directory, not a regular "
+                                              "tokenizer file"):
+        mmenc.load(folder)
+
+
+# -- weights: NaN and Inf are refused, and encode never returns them ------------------------------
+@pytest.mark.parametrize("value,kind", [(float("nan"), "NaN"), (float("inf"), "Inf")])
+def test_weights_holding_nan_or_inf_are_refused_naming_the_tensor(saved, tmp_path, value, kind):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(saved, tmp_path)
+    state = load_file(str(folder / "model.safetensors"))
+    key = sorted(k for k, t in state.items() if t.is_floating_point())[3]
+    state[key].view(-1)[-1] = value
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError,
+                       match=rf"model\.safetensors: tensor '{key}' holds {kind} values"):
+        mmenc.load(folder)
+
+
+def test_encode_refuses_to_return_non_finite_embeddings(saved):
+    import torch
+
+    from mmenc.errors import EncodeError
+
+    model = mmenc.load(saved)
+    assert torch.isfinite(model.encode(["fine", "also fine"], "text")).all()
+    with torch.no_grad():
+        next(iter(model.parameters())).fill_(float("nan"))
+    with pytest.raises(EncodeError, match=r"text-tiny: non-finite .* item 0 \('fine'\), 1 "
+                                          r"\('also fine'\)"):
+        model.encode(["fine", "also fine"], "text")
