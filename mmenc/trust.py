@@ -49,6 +49,9 @@ SIZE_BOUNDS: dict[str, tuple[int, int]] = {
 # ``vocab_size`` beside them where there is one
 ID_KEYS = frozenset({"pad_id", "pad_ids", "mask_id", "mask_ids", "pad_token_id",
                      "mask_token_id", "cls_token_id", "bos_token_id", "eos_token_id"})
+# keys of real numbers (not sizes): an int or a float, never a string, a list or a boolean
+NUMBER_KEYS = frozenset({"eps", "dropout", "attn_dropout", "layer_norm_eps",
+                         "hidden_dropout_prob", "attention_probs_dropout_prob"})
 # keys whose value, where present, must be a mapping (of mappings: every value a section)
 SECTIONS = {"tokenizers": True, "towers": True, "trunk": False}
 # width key -> the key of the number of heads it divides into, in the same mapping
@@ -112,7 +115,8 @@ def check_sizes(config: Mapping[str, Any], where: str,
 
 def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], where: str,
                 error: type[MmencError] = CheckpointError) -> None:
-    """No number is NaN or infinite, every section (:data:`SECTIONS`) is a mapping, and every
+    """No number is NaN or infinite, every real-valued option (:data:`NUMBER_KEYS`) is a
+    number, every section (:data:`SECTIONS`) is a mapping, and every
     token id (:data:`ID_KEYS`) is an integer within the vocabulary.
 
     Raises:
@@ -121,6 +125,9 @@ def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], w
     for path, key, value, parent in entries:
         if isinstance(value, float) and not math.isfinite(value):
             raise error(f"{where}: {path}: {value!r} is not a finite number")
+        if key in NUMBER_KEYS and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)):
+            raise error(f"{where}: {path}: must be a number, got {value!r:.40}")
         if key in SECTIONS and value is not None:
             if not isinstance(value, Mapping):
                 raise error(f"{where}: {path}: must be a mapping, got "
@@ -131,7 +138,8 @@ def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], w
                                 f"{type(section).__name__} {section!r:.40}")
         if key in ID_KEYS and value is not None:
             vocab = parent.get("vocab_size") if parent is not None else None
-            high = vocab - 1 if isinstance(vocab, int) and _is_int(vocab) else _VOCAB[1]
+            in_vocab = isinstance(vocab, int) and not isinstance(vocab, bool) and vocab >= 1
+            high = vocab - 1 if isinstance(vocab, int) and in_vocab else _VOCAB[1]
             items = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
             for i, item in items:
                 at = path if i is None else f"{path}[{i}]"
@@ -139,7 +147,7 @@ def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], w
                     raise error(f"{where}: {at}: a token id must be an integer, got {item!r:.40}")
                 if not 0 <= item <= high:
                     raise error(f"{where}: {at}: token id {item} is outside 0..{high}"
-                                + (" (vocab_size)" if _is_int(vocab) else ""))
+                                + (" (vocab_size)" if in_vocab else ""))
 
 
 def find_cleaner(name: object, cleaners: Mapping[str, CleanerSpec]) -> CleanerSpec:

@@ -329,15 +329,24 @@ def test_a_tokenizer_file_inside_the_folder_still_loads(saved, tmp_path):
                                   r"outside 0\.\.260 \(vocab_size\)"),
     ("towers.text.pad_id", 261, r"towers\.text\.pad_id: token id 261 is outside 0\.\.260"),
     ("towers.text.pad_id", -1, r"towers\.text\.pad_id: token id -1 is outside"),
+    ("towers.text.vocab_size", 0, r"towers\.text\.vocab_size: 0 is outside 1\.\."),
     ("tokenizers.text", "bytes", r"tokenizers\.text: must be a mapping, got str"),
     ("towers.text", [], r"towers\.text: must be a mapping, got list"),
     ("towers.text.trunk", "x", r"towers\.text\.trunk: must be a mapping, got str"),
     ("towers.text.dropout", float("nan"), r"towers\.text\.dropout: nan is not a finite number"),
     ("towers.text.trunk.eps", float("inf"), r"towers\.text\.trunk\.eps: inf is not a finite"),
+    ("towers.text.trunk.eps", [1, 2], r"towers\.text\.trunk\.eps: must be a number, got \[1"),
 ])
 def test_config_value_types_are_checked_before_building(saved, tmp_path, path, value, message):
     folder = _poisoned(saved, tmp_path, _set(path, value))
     with pytest.raises(CheckpointError, match=rf"config\.json: config\.{message}"):
+        mmenc.load(folder)
+
+
+def test_an_unknown_pooling_is_refused_when_loading_not_at_the_first_encode(saved, tmp_path):
+    folder = _poisoned(saved, tmp_path, _set("pooling.text", "mmenc.specs:resolve"))
+    with pytest.raises(CheckpointError, match=r"config\.json: config does not fit recipe "
+                                              r"'text-tiny' \(ValueError: pooling\.text must be"):
         mmenc.load(folder)
 
 

@@ -87,6 +87,9 @@ class TowerEncoder(Encoder):
         self.towers = nn.ModuleDict(towers)
         self.kinds = {m: config["towers"][m]["kind"] for m in towers}
         self.pooling = {m: config.get("pooling", {}).get(m, "cls") for m in towers}
+        for m, how in self.pooling.items():  # checked when built, not at the first encode
+            if not isinstance(how, str) or how not in POOLINGS:
+                raise ValueError(f"pooling.{m} must be one of {POOLINGS}, got {how!r}")
         self.fusion = fusion
         self._frozen_cache: dict[str, tuple[tuple[int, ...], dict[bytes, Tensor]]] = {}
         embed_dim = config.get("embed_dim")
