@@ -425,6 +425,21 @@ def test_weights_holding_nan_or_inf_are_refused_naming_the_tensor(saved, tmp_pat
         mmenc.load(folder)
 
 
+def test_large_finite_weights_whose_sum_overflows_are_accepted():
+    import torch
+
+    from mmenc.checkpoint import check_finite
+
+    big = torch.full((4,), 3e38)
+    assert not torch.isfinite(big.sum())
+    check_finite({"big": big, "ids": torch.arange(3)}, "w.safetensors")
+    for bad, kind in ((float("nan"), "NaN"), (float("-inf"), "Inf")):
+        damaged = big.clone()
+        damaged[2] = bad
+        with pytest.raises(CheckpointError, match=f"w.safetensors: tensor 'big' holds {kind}"):
+            check_finite({"ids": torch.arange(3), "big": damaged}, "w.safetensors")
+
+
 def test_encode_refuses_to_return_non_finite_embeddings(saved):
     import torch
 
