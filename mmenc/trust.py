@@ -53,7 +53,9 @@ ID_KEYS = frozenset({"pad_id", "pad_ids", "mask_id", "mask_ids", "pad_token_id",
 NUMBER_KEYS = frozenset({"eps", "dropout", "attn_dropout", "layer_norm_eps",
                          "hidden_dropout_prob", "attention_probs_dropout_prob"})
 # keys whose value, where present, must be a mapping (of mappings: every value a section)
-SECTIONS = {"tokenizers": True, "towers": True, "trunk": False}
+SECTIONS = {"tokenizers": True, "trunk": False}
+# keys whose value, where it is a mapping, must be one of mappings (a bound model lists names)
+MAPPINGS_OF_SECTIONS = frozenset({"towers"})
 # width key -> the key of the number of heads it divides into, in the same mapping
 _HEADS = {"dim": "heads", "hidden_size": "num_attention_heads"}
 # the largest file (a tokenizer's vocabulary) a model's configuration may name in its folder
@@ -128,6 +130,11 @@ def check_types(entries: list[tuple[str, str, Any, Mapping[str, Any] | None]], w
         if key in NUMBER_KEYS and value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float)):
             raise error(f"{where}: {path}: must be a number, got {value!r:.40}")
+        if key in MAPPINGS_OF_SECTIONS and isinstance(value, Mapping):
+            for name, section in value.items():
+                if not isinstance(section, Mapping):
+                    raise error(f"{where}: {path}.{name}: must be a mapping, got "
+                                f"{type(section).__name__} {section!r:.40}")
         if key in SECTIONS and value is not None:
             if not isinstance(value, Mapping):
                 raise error(f"{where}: {path}: must be a mapping, got "

@@ -332,6 +332,7 @@ def test_a_tokenizer_file_inside_the_folder_still_loads(saved, tmp_path):
     ("towers.text.vocab_size", 0, r"towers\.text\.vocab_size: 0 is outside 1\.\."),
     ("tokenizers.text", "bytes", r"tokenizers\.text: must be a mapping, got str"),
     ("towers.text", [], r"towers\.text: must be a mapping, got list"),
+    ("towers", {"text": "x"}, r"towers\.text: must be a mapping, got str"),
     ("towers.text.trunk", "x", r"towers\.text\.trunk: must be a mapping, got str"),
     ("towers.text.dropout", float("nan"), r"towers\.text\.dropout: nan is not a finite number"),
     ("towers.text.trunk.eps", float("inf"), r"towers\.text\.trunk\.eps: inf is not a finite"),
