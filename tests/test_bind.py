@@ -279,3 +279,28 @@ def test_demo_rejects_an_unknown_pairing(tmp_path):
 
     with pytest.raises(UnknownNameError, match="code-text"):
         run_demo(tmp_path, pairings=("no-such-pairing",))
+
+
+def test_demo_runs_the_pairings_unless_bound(tmp_path, monkeypatch):
+    import mmenc.bind.job as job
+    import mmenc.demo as demo
+
+    calls: list[str] = []
+    monkeypatch.setattr(demo, "run_pairings", lambda *a, **k: calls.append("pairings") or {})
+    monkeypatch.setattr(demo, "convert_minilm", lambda out, echo: (None, tmp_path, tmp_path, 0.0))
+    monkeypatch.setattr(job, "run_bind_job", lambda *a, **k: calls.append("bound") or {})
+    demo.run_demo(tmp_path / "a")
+    assert calls == ["pairings"]
+    demo.run_demo(tmp_path / "b", bound=True, all_pairings=True)
+    assert calls == ["pairings", "bound", "pairings"]
+
+
+@pytest.mark.parametrize("args", [["--scale", "0"], ["--steps", "-1"], ["--pairing-steps", "0"]])
+def test_demo_refuses_non_positive_options(args):
+    from click.testing import CliRunner
+
+    from mmenc.cli import main
+
+    result = CliRunner().invoke(main, ["demo", *args])
+    assert result.exit_code == 2
+    assert "must be positive" in result.output
