@@ -281,3 +281,12 @@ def test_manifest_paths_and_file_objects(tmp_path):
     assert [x["text"] for x in batcher.next_batch()] == ["a red circle"] * 4
     assert 10 <= batcher.position <= 12  # the 4th good item is in the 4th pass of 3 lines
     assert sum(batcher.skipped.values()) == batcher.position - 4
+
+
+def test_a_null_override_reads_as_the_recipes_none(tmp_path):
+    """``embed_dim: null`` (no projection, as the code pairing asks) is not a type error."""
+    config = base_config(tmp_path / "m.jsonl", tmp_path / "run")
+    config["model"]["overrides"] = {"embed_dim": None}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert load_config(path).model.overrides == {"embed_dim": None}

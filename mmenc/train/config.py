@@ -310,7 +310,7 @@ def _check_overrides(overrides: dict[str, Any], spec: Any, fail: Any) -> None:
                     raise fail(here, f"expected {type(default).__name__}, got a mapping")
                 walk(value, default, here)
                 continue
-            if default is None:
+            if default is None or value is None:  # null: the recipe's "none" (no projection...)
                 continue
             if isinstance(default, dict):
                 raise fail(here, f"expected a mapping, got {value!r}")
