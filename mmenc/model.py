@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.checkpoint import MAX_WEIGHTS_BYTES, check_finite, read_json, regular_file
 from mmenc.conventions import as_item_list, convert_output, merge_aliases, pick_modality
-from mmenc.errors import CheckpointError, EncodeError, UnknownNameError
+from mmenc.errors import CheckpointError, ConfigError, EncodeError, UnknownNameError
 
 FORMAT = "mmenc"
 FORMAT_VERSION = 1
@@ -305,6 +305,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
         except UnknownNameError as exc:  # a catalogue name in the config that is not registered
             raise CheckpointError(f"{config_file}: config does not fit recipe "
                                   f"{meta['recipe']!r} (UnknownNameError: {exc})") from None
+        except ConfigError as exc:  # a value a part (a tokenizer) refuses: the folder's fault
+            raise CheckpointError(f"{config_file}: {exc}") from None
 
     skeleton = build_skeleton(build)
     check_shapes(skeleton, header, weights, config_file)
