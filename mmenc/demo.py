@@ -153,16 +153,18 @@ def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, 
 PAIRING_NAMES = ("image-text", *(key for key, _, _ in PAIRINGS))
 
 
-def convert_minilm(out: Path, echo: Echo) -> tuple[Any, Path, Path, float | None]:
+def convert_minilm(out: Path, echo: Echo, step: str = "[1/4]",
+                   ) -> tuple[Any, Path, Path, float | None]:
     """The packaged all-MiniLM-L6-v2 converted into ``out/minilm-l6`` and checked against
-    sentence-transformers: ``(model, source, saved, max abs diff)``."""
+    sentence-transformers: ``(model, source, saved, max abs diff)``; ``step`` labels the
+    printed line."""
     from mmenc.factory import convert
 
     folder = packaged_minilm()
     minilm_dir = out / "minilm-l6"
     model = convert("hf-bert", folder, minilm_dir)
     check = reference_check(model, folder, ["def add(a, b): return a + b", "grinning face", ""])
-    echo(f"[1/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
+    echo(f"{step} converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
          + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
     return model, folder, minilm_dir, check
 
@@ -211,7 +213,6 @@ def run_pairings(out: Path, limit: int | None = None, steps: int = 250,
     pairing's default); ``limit``: held-out code pairs of the zero-shot fallback."""
     import importlib
 
-    from mmenc.factory import convert
     from mmenc.registry import catalogue
     from mmenc.specs import resolve
 
@@ -222,12 +223,7 @@ def run_pairings(out: Path, limit: int | None = None, steps: int = 250,
     echo(f"[1/4] catalogue: {len(healthy)} plugin(s) ({', '.join(healthy)}), "
          f"{len(cat.names('model'))} model recipes, {len(cat.names('converter'))} converters")
 
-    folder = packaged_minilm()
-    minilm_dir = out / "minilm-l6"
-    model = convert("hf-bert", folder, minilm_dir)
-    check = reference_check(model, folder, ["def add(a, b): return a + b", "grinning face", ""])
-    echo(f"[2/4] converted the packaged all-MiniLM-L6-v2 -> {minilm_dir}"
-         + (f" (max abs diff vs sentence-transformers: {check:.1e})" if check is not None else ""))
+    model, folder, minilm_dir, check = convert_minilm(out, echo, "[2/4]")
 
     pairings: dict[str, Any] = {}
     if names is None or "image-text" in names:
