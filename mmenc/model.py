@@ -204,8 +204,9 @@ class Encoder(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute layer activations in the backward pass to save memory."""
         for module in self.modules():
-            if module is not self and hasattr(module, "set_grad_checkpointing"):
-                module.set_grad_checkpointing(enable)
+            switch = getattr(module, "set_grad_checkpointing", None)
+            if module is not self and callable(switch):
+                switch(enable)
 
     # -- checkpoint format ------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:

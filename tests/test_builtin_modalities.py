@@ -156,3 +156,22 @@ def test_text_caps():
     assert time.perf_counter() - start < 2.0
     assert tok.stats["cut"] == 1 and batch.ids.shape == (2, 16)
     assert torch.equal(batch.ids[0], tok(["word " * 100]).ids[0])
+
+
+@pytest.mark.parametrize("pad,ok", [(3, True), (None, True), ("[PAD]", False), (-1, False),
+                                    (True, False), (1.5, False)])
+def test_hf_tokenizer_padding_id_is_checked(tmp_path, pad, ok):
+    import json
+
+    from mmenc.builtin.text import hf_tokenizer_config
+    from mmenc.errors import CheckpointError
+
+    vocab = {"<pad>": 7, "a": 0}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(
+        {"padding": {"pad_id": pad}, "model": {"vocab": vocab}}))
+    if ok:
+        expected = 7 if pad is None else pad
+        assert hf_tokenizer_config(tmp_path, 16)["pad_id"] == expected
+    else:
+        with pytest.raises(CheckpointError, match="tokenizer.json: the padding id"):
+            hf_tokenizer_config(tmp_path, 16)

@@ -45,3 +45,12 @@ def test_load_refuses_a_saved_model_with_a_broken_image_tokenizer(tmp_path):
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="std"):
         mmenc.load(folder)
+
+
+def test_numpy_numbers_are_accepted():
+    import numpy as np
+
+    tok = image_tokenizer({"size": np.int64(16), "mean": [np.float32(0.5)] * 3,
+                           "std": (np.float64(0.25),) * 3})
+    assert tok.size == 16 and tok.std == (0.25, 0.25, 0.25)
+    assert tok([Image.new("RGB", (20, 18), "teal")]).values.shape == (1, 3, 16, 16)

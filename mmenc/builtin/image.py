@@ -169,7 +169,9 @@ class ImageTokenizer:
         if interpolation not in ("bicubic", "bilinear"):
             raise ConfigError(f"image tokenizer: interpolation must be 'bicubic' or "
                               f"'bilinear', got {interpolation!r}")
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) \
+        # int spelled out: typeshed's int is no numbers.Integral, so mypy would read the
+        # rest of __init__ as unreachable
+        if isinstance(size, bool) or not isinstance(size, int | numbers.Integral) \
                 or not 1 <= size <= self.MAX_SIZE:
             raise ConfigError(f"image tokenizer: size must be an integer in "
                               f"1..{self.MAX_SIZE}, got {size!r}")
@@ -217,14 +219,15 @@ class ImageTokenizer:
 
 def _channel_values(name: str, values: object, positive: bool) -> tuple[float, ...]:
     """One or three finite numbers (strictly positive for ``std``), or a ConfigError."""
-    ok = isinstance(values, list | tuple) and len(values) in (1, 3) and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-        and (v > 0 or not positive) for v in values)
+    items = list(values) if isinstance(values, list | tuple) else []
+    floats = [float(v) for v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+    ok = len(floats) == len(items) and len(items) in (1, 3) and all(
+        math.isfinite(v) and (v > 0 or not positive) for v in floats)
     if not ok:
         wanted = "positive" if positive else "finite"
         raise ConfigError(f"image tokenizer: {name} must be 1 or 3 {wanted} numbers, "
                           f"got {values!r}")
-    return tuple(float(v) for v in values)  # type: ignore[union-attr]
+    return tuple(floats)
 
 
 def image_tokenizer(config: dict[str, Any], directory: Path | None = None) -> ImageTokenizer:

@@ -53,10 +53,11 @@ def load_text(item: object, limits: TextLimits | None = None) -> str:
     (left by ``surrogateescape`` decoding) and texts over ``limits.max_chars`` are refused."""
     limits = LIMITS if limits is None else limits
     if isinstance(item, bytes | bytearray):
+        raw = bytes(item)
         try:
-            item = bytes(item).decode("utf-8")
+            item = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(repr(bytes(item)[:40]), f"not UTF-8 text ({exc.reason})") from None
+            raise InputError(repr(raw[:40]), f"not UTF-8 text ({exc.reason})") from None
     if not isinstance(item, str):
         raise InputError(repr(item), f"text must be a str, got {type(item).__name__}")
     if "\x00" in item:
@@ -252,8 +253,11 @@ def hf_tokenizer_config(folder: Path, max_length: int, pad_id: int = 0) -> dict[
         if pad is None:
             vocab = (data.get("model") or {}).get("vocab") or {}
             pad = vocab.get("[PAD]", vocab.get("<pad>", 0)) if isinstance(vocab, dict) else 0
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+            raise CheckpointError(f"{folder / 'tokenizer.json'}: the padding id must be a "
+                                  f"non-negative integer, got {pad!r}")
         return {"tokenizer": "text", "kind": "hf-tokenizers", "file": "tokenizer.json",
-                "max_length": max_length, "pad_id": int(pad)}
+                "max_length": max_length, "pad_id": pad}
     if (folder / "vocab.txt").is_file():
         return {"kind": "wordpiece", "vocab": "vocab.txt", "max_length": max_length}
     return {"kind": "none", "pad_id": pad_id}

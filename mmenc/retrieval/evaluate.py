@@ -219,6 +219,8 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
     progress = (len(pairs) > 4 * batch_size and os.isatty(2)) if show_progress_bar is None \
         else show_progress_bar
     full = back = None
+    bad_a: dict[int, str]
+    bad_b: dict[int, str]
     if callable(getattr(model, "score_items", None)):  # a scorer without embeddings (BM25)
         full = torch.as_tensor(model.score_items(uniques[0], uniques[1], query_modality,
                                                  gallery_modality)).float()  # [a b]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,8 @@ class ShardStream:
                                extensions.get(m, DEFAULT_EXTENSIONS.get(m, m)).split(";")
                                if e.strip()] for m in modalities}
         self._buffer: dict[int, Raw] = {}
-        self._next, self._epoch, self._iter = 0, -1, iter(())
+        self._next, self._epoch = 0, -1
+        self._iter: Iterator[Any] = iter(())
         self._epoch_size: int | None = None
         self._in_epoch = 0
 
