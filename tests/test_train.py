@@ -164,8 +164,8 @@ def test_every_objective_on_a_fusion_model(tmp_path):
                 "matching/loss", "matching/acc"):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
     state, _ = train_state.read(result.checkpoint)
-    assert any(k.startswith("tasks.matching.objective.head") for k in state)
-    assert any(k.startswith("tasks.contrastive.teacher.") for k in state)
+    assert any(k.startswith("tasks.matching.objective.loss.head") for k in state)
+    assert any(k.startswith("tasks.contrastive.objective.teacher.") for k in state)
     assert any(k.startswith("rng.0.gen.masked-modeling") for k in state)
 
 

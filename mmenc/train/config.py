@@ -3,7 +3,9 @@
 Every key is checked against the dataclasses below: an unknown key, a value of the wrong type or
 a missing required key is a :class:`~mmenc.errors.ConfigError` naming the file and the key path
 (``train.yaml: optim.lr: expected a number, got 'fast'``). Catalogue names (recipe, objectives)
-and the objectives' own options are checked here too, so a typo never costs a model build.
+are checked here too, and each objective entry against its registered class
+(:class:`~mmenc.objectives.protocol.Objective`: how many modalities it reads, the options it
+declares), so a typo never costs a model build.
 """
 
 from __future__ import annotations
@@ -20,17 +22,6 @@ from pathlib import Path
 from typing import Any, Union
 
 from mmenc.errors import ConfigError, UnknownNameError
-
-TASKS = ("contrastive", "masked-modeling", "matching")
-"""Objectives the engine knows how to feed; each needs this many modalities."""
-_ARITY = {"contrastive": 2, "masked-modeling": 1, "matching": 2}
-
-# Options each task accepts in its ``config`` (beyond the objective's constructor, see
-# :func:`objective_options`), and the constructor arguments the engine fills in itself.
-_EXTRA = {"contrastive": {"momentum"}, "masked-modeling": {"mask_id", "vocab_size", "special_ids"},
-          "matching": {"pool", "temperature"}}
-_FILLED = {"contrastive": set(), "masked-modeling": {"vocab_sizes", "decoder_weights", "mask_ids"},
-           "matching": set()}
 
 # The largest global batch a config may ask for: sizes read from a file are checked before
 # anything is allocated.
@@ -242,39 +233,6 @@ def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
 
 
 # -- meaning ----------------------------------------------------------------------------------
-def step_objective(name: str) -> type | None:
-    """The class of a catalogue objective that trains through its own ``step(model, batch,
-    modality, generator)``, or None. Such a class reads one modality unless its ``arity``
-    says 2 (then ``step(model, batches, modalities, generator)`` gets both batches by
-    modality)."""
-    from mmenc.registry import catalogue
-    from mmenc.specs import resolve
-
-    target = resolve(catalogue().get("objective", name).factory)
-    return target if isinstance(target, type) and callable(getattr(target, "step", None)) \
-        else None
-
-
-def objective_options(name: str) -> set[str]:
-    """The keys an objective entry's ``config`` may hold."""
-    import inspect
-
-    if name not in TASKS:
-        stepper = step_objective(name)
-        if stepper is None:
-            raise ConfigError(f"objective {name!r} cannot be trained by `mmenc pretrain`")
-        return set(inspect.signature(stepper.__init__).parameters) - {"self", "args", "kwargs"}
-
-    from mmenc.objectives.contrastive import ContrastiveLoss
-    from mmenc.objectives.masked import MaskedModelingLoss
-    from mmenc.objectives.matching import MatchingLoss
-
-    cls = {"contrastive": ContrastiveLoss, "masked-modeling": MaskedModelingLoss,
-           "matching": MatchingLoss}[name]
-    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return (params - _FILLED[name]) | _EXTRA[name]
-
-
 def _check_optim(optim: OptimConfig, fail: Any) -> None:
     """Ranges of the optimiser's numbers (finiteness is checked when they are read)."""
     for key in ("lr", "weight_decay", "min_lr"):
@@ -333,6 +291,7 @@ def _check_overrides(overrides: dict[str, Any], spec: Any, fail: Any) -> None:
 
 def _check(config: TrainConfig, where: str) -> None:
     """Checks that need more than one key or the catalogue."""
+    from mmenc.objectives.protocol import objective_class
     from mmenc.registry import catalogue
 
     def fail(path: str, message: str) -> ConfigError:
@@ -374,17 +333,10 @@ def _check(config: TrainConfig, where: str) -> None:
         if obj.weight < 0:
             raise fail(f"{path}.weight", f"must not be negative, got {obj.weight}")
         try:
-            cat.get("objective", obj.name)
-        except UnknownNameError as exc:
+            cls = objective_class(obj.name, cat)
+        except ConfigError as exc:
             raise fail(f"{path}.name", str(exc)) from None
-        stepper = obj.name not in TASKS and step_objective(obj.name) is not None
-        if obj.name not in TASKS and not stepper:
-            hint = " (momentum distillation is the contrastive option 'momentum' with 'alpha')" \
-                if obj.name == "distillation" else ""
-            raise fail(f"{path}.name", f"objective {obj.name!r} cannot be trained by "
-                       f"`mmenc pretrain`; use one of {', '.join(TASKS)} or an objective "
-                       f"class with a step method{hint}")
-        arity = getattr(step_objective(obj.name), "arity", 1) if stepper else _ARITY[obj.name]
+        arity = cls.arity
         if len(obj.modalities) != arity:
             raise fail(f"{path}.modalities",
                        f"{obj.name} needs {arity} modalit{'y' if arity == 1 else 'ies'}, "
@@ -394,13 +346,13 @@ def _check(config: TrainConfig, where: str) -> None:
                 raise fail(f"{path}.modalities", f"recipe {spec.name!r} does not encode {m!r} "
                            f"({', '.join(spec.modalities)})")
             used.append(m)
-        allowed = objective_options(obj.name)
+        allowed = sorted(cls.params)
         for key in obj.config:
             if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise fail(f"{path}.config.{key}", f"unknown option of {obj.name}{hint} "
-                           f"(known: {', '.join(sorted(allowed))})")
+                           f"(known: {', '.join(allowed) or 'none'})")
         label = obj.label or obj.name
         if label in labels:
             raise fail(f"{path}.label", f"two objectives are called {label!r}: give each a label")

@@ -19,15 +19,17 @@ width, ``K`` label vocabulary.
   loss. :func:`tokenizer_distillation_step` glues a tokenizer model, its codebook and this
   objective together.
 
-Both classes train under ``mmenc pretrain`` through their ``step(model, batch, modality,
-generator)``: the masked-label objective labels the fbank patches of the batch itself (a random
-projection, or a saved acoustic tokenizer named by ``labels={"kind": "model", "model": DIR}``),
-and the distillation objective runs the saved teacher named by ``teacher=DIR``. Neither the
-labeller nor the teacher is a submodule: they are not trained and not saved with the objective.
+Both classes train under ``mmenc pretrain`` through their ``step(model, batches, generator)``
+(``batches``: ``{"audio": batch}``): the masked-label objective labels the fbank patches of the
+batch itself (a random projection, or a saved acoustic tokenizer named by ``labels={"kind":
+"model", "model": DIR}``), and the distillation objective runs the saved teacher named by
+``teacher=DIR``. Neither the labeller nor the teacher is a submodule: they are not trained and
+not saved with the objective.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -95,6 +97,11 @@ class MaskedAcousticLabelLoss(nn.Module):
             "model", "model": "DIR"}``); None: a random projection with ``num_labels`` codes.
     """
 
+    name = "masked-acoustic-labels"
+    arity = 1
+    params = frozenset({"dim", "num_labels", "predictor_depth", "heads", "mask_ratio", "block",
+                        "labels"})
+
     def __init__(self, dim: int = 32, num_labels: int | None = None, predictor_depth: int = 1,
                  heads: int = 2, mask_ratio: float = 0.75, block: int = 8,
                  labels: dict[str, Any] | None = None) -> None:
@@ -134,14 +141,15 @@ class MaskedAcousticLabelLoss(nn.Module):
             self._labeller = self._build_labeller({"num_codes": self.num_labels})
         return self._labeller
 
-    def step(self, model: Any, batch: TokenBatch, modality: str,
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
-        """One training forward under ``mmenc pretrain``: label every patch of ``batch`` (fbank
+        """One training forward under ``mmenc pretrain``: label every patch of the batch (fbank
         patches ``values`` [b n 256]), mask blocks, encode the visible patches, predict.
 
         Returns:
             ``(loss, logs)`` as :meth:`forward`.
         """
+        ((modality, batch),) = batches.items()
         if batch.values is None:
             raise ConfigError(f"masked-acoustic-labels on {modality!r}: the batch has no fbank "
                               "patches")
@@ -226,6 +234,10 @@ class TokenizerDistillationLoss(nn.Module):
             previous iteration); needed by :meth:`step` only.
     """
 
+    name = "tokenizer-distillation"
+    arity = 1
+    params = frozenset({"code_dim", "teacher_dim", "width", "depth", "heads", "teacher"})
+
     def __init__(self, code_dim: int = 8, teacher_dim: int | None = None, width: int = 32,
                  depth: int = 1, heads: int = 2, teacher: str | None = None) -> None:
         super().__init__()
@@ -245,7 +257,7 @@ class TokenizerDistillationLoss(nn.Module):
         self.code_dim, self.teacher_dim = code_dim, teacher_dim
         self.estimator = Estimator(code_dim, teacher_dim, width, depth, heads)
 
-    def step(self, model: Any, batch: TokenBatch, modality: str,
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
         """One training forward under ``mmenc pretrain``: ``model`` is the acoustic tokenizer
         being trained, the teacher sees the same (unmasked) batch.
@@ -253,6 +265,7 @@ class TokenizerDistillationLoss(nn.Module):
         Returns:
             ``(loss, logs)`` with ``cosine``, ``commitment`` and ``codes_used``.
         """
+        ((modality, batch),) = batches.items()
         if self._teacher is None:
             raise ConfigError("tokenizer-distillation: set config.teacher to the folder of a "
                               "saved teacher model")

@@ -58,8 +58,8 @@ def test_masked_label_step_labels_the_batch_with_the_random_projection() -> None
     assert torch.equal(labels[batch.mask], expected[batch.mask])
     assert bool((labels[~batch.mask] == -100).all())
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    loss, logs = objective.step(model, batch, "audio", g1)
-    again, _ = objective.step(model, batch, "audio", g2)
+    loss, logs = objective.step(model, {"audio": batch}, g1)
+    again, _ = objective.step(model, {"audio": batch}, g2)
     assert torch.isfinite(loss) and torch.equal(loss, again)  # same generator, same masks
     assert logs["masked"] == sum(max(1, int(0.75 * int(n))) for n in batch.mask.sum(1))
     loss.backward()
@@ -78,7 +78,7 @@ def test_distillation_step_runs_the_saved_teacher(tmp_path: Path) -> None:
     assert all(not n.startswith("_teacher") for n, _ in objective.named_parameters())
     tokenizer = mmenc.create_model("beats-tokenizer-tiny").train()
     batch = tokenizer.tokenize(example_audio(), "audio")
-    loss, logs = objective.step(tokenizer, batch, "audio")
+    loss, logs = objective.step(tokenizer, {"audio": batch})
     assert torch.isfinite(loss) and "labels" not in logs and 1 <= logs["codes_used"] <= 32
     assert tokenizer.codebook.initted.item() == 1.0  # k-means on the first batch
     loss.backward()
@@ -86,7 +86,7 @@ def test_distillation_step_runs_the_saved_teacher(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="teacher_dim=48"):
         TokenizerDistillationLoss(teacher_dim=48, teacher=str(tmp_path / "teacher"))
     with pytest.raises(ConfigError, match="config.teacher"):
-        TokenizerDistillationLoss().step(tokenizer, batch, "audio")
+        TokenizerDistillationLoss().step(tokenizer, {"audio": batch})
 
 
 def test_stages_chain_tokenizers_and_models(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """UniXcoder's generative objectives on the shared encoder.
 
-Both run the model themselves (``step``), in another attention mode than the batch was
-tokenized for, and predict tokens through the tied language-model head:
+Both run the model themselves (``step(model, {modality: batch}, generator)``, the objective
+protocol of ``mmenc pretrain``), in another attention mode than the batch was tokenized for,
+and predict tokens through the tied language-model head:
 
 - :class:`UnidirectionalLM`: the decoder-only mode (causal attention), every body token predicted
   from the tokens before it.
@@ -16,6 +17,7 @@ contrastive objective between views is ``contrastive`` on two of ``code``, ``tex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -53,7 +55,10 @@ def _tokenizer(model: Any, modality: str) -> Any:
 
 
 class _TokenObjective(nn.Module):
-    """Shared by both: ``forward(logits, labels)`` and the contract's example inputs."""
+    """Shared by both: ``forward(logits, labels)`` and the contract's example inputs; each reads
+    one modality under ``mmenc pretrain``."""
+
+    arity = 1
 
     def forward(self, logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         return token_loss(logits, labels)
@@ -69,8 +74,12 @@ class _TokenObjective(nn.Module):
 class UnidirectionalLM(_TokenObjective):
     """Next-token prediction in the decoder-only mode."""
 
-    def step(self, model: Any, batch: TokenBatch, modality: str,
+    name = "unidirectional-lm"
+    params = frozenset()
+
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        ((modality, batch),) = batches.items()
         tok = _tokenizer(model, modality)
         ids = batch.ids.clone()
         mask = batch.mask if batch.mask is not None else ids.ne(tok.pad_id)
@@ -122,14 +131,18 @@ class SpanDenoising(_TokenObjective):
         span: mean span length.
     """
 
+    name = "span-denoising"
+    params = frozenset({"noise", "span"})
+
     def __init__(self, noise: float = 0.15, span: float = 3.0) -> None:
         super().__init__()
         if not 0 < noise < 1 or span < 1:
             raise ConfigError(f"span-denoising: noise in (0, 1) and span >= 1, got {noise}, {span}")
         self.noise, self.span = noise, span
 
-    def step(self, model: Any, batch: TokenBatch, modality: str,
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        ((modality, batch),) = batches.items()
         tok = _tokenizer(model, modality)
         if not tok.sentinel_ids:
             raise ConfigError(f"span-denoising on {modality!r}: the vocabulary has no <mask0>")

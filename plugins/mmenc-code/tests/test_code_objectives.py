@@ -72,7 +72,7 @@ def test_objectives_step_and_learn():
     for objective in (UnidirectionalLM(), SpanDenoising(noise=0.2)):
         first = None
         for _ in range(40):
-            loss, logs = objective.step(model, batch, "code", g)
+            loss, logs = objective.step(model, {"code": batch}, g)
             assert torch.isfinite(loss) and logs["tokens"] > 0
             first = first if first is not None else float(loss.detach())
             optimiser.zero_grad()

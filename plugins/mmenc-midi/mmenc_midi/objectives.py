@@ -21,7 +21,7 @@ Axis legend: ``b`` batch, ``n`` notes, ``f`` fields, ``d`` width, ``r`` pooling 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -221,6 +221,11 @@ class AdversarialPretraining(nn.Module):
             :func:`compound_mlm` and :class:`AdversarialMasker`.
     """
 
+    name = "adversarial-masker"
+    arity = 1
+    params = frozenset({"scheme", "dim", "mask_prob", "hidden", "dropout", "share", "max_prob",
+                        "target_share"})
+
     def __init__(self, scheme: str = "cp", dim: int = 32, mask_prob: float = 0.15,
                  hidden: int = 256, dropout: float = 0.1,
                  share: tuple[float, float] | list[float] = (0.1, 0.3), max_prob: float = 0.15,
@@ -277,9 +282,11 @@ class AdversarialPretraining(nn.Module):
                              f"is {width} wide: set config.dim: {width}")
         return encoder
 
-    def step(self, model: Any, batch: TokenBatch, modality: str = "midi",
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        """One pretraining loss on a batch (what ``mmenc pretrain`` calls)."""
+        """One pretraining loss on the batch of the entry's modality (what ``mmenc pretrain``
+        calls)."""
+        ((modality, batch),) = batches.items()
         if batch.ids is None or batch.ids.dim() != 3:
             raise ValueError("adversarial-masker needs compound ids [b n f]")
         encoder = self.encoder(model, modality)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +20,9 @@ class VisionTextPretraining(nn.Module):
         alpha: the distillation weight (None: the model's ``alpha``).
     """
 
+    name = "vision-text-pretraining"
     arity = 2
+    params = frozenset({"alpha"})
 
     def __init__(self, alpha: float | None = None) -> None:
         super().__init__()
@@ -35,10 +38,11 @@ class VisionTextPretraining(nn.Module):
         return model.pretraining_losses(text, image, alpha=self.alpha,  # type: ignore[no-any-return]
                                         generator=generator)
 
-    def step(self, model: Any, batches: dict[str, TokenBatch], modalities: tuple[str, str],
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        if set(modalities) != {"text", "image"}:
-            raise ConfigError(f"vision-text-pretraining reads text and image, got {modalities}")
+        """``mmenc pretrain``'s step: ``batches`` holds the text and the image batch."""
+        if set(batches) != {"text", "image"}:
+            raise ConfigError(f"vision-text-pretraining reads text and image, got {list(batches)}")
         return self(model, batches["text"], batches["image"], generator)  # type: ignore[no-any-return]
 
     def example_inputs(self) -> dict[str, Any]:
