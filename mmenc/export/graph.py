@@ -96,13 +96,15 @@ def export_graph(model: nn.Module, modality: str, batch: TokenBatch, path: Path,
     wrapper = EmbedGraph(model, modality, names, batch.pad_id).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), \
-            (fused_attention(model) if fuse else nullcontext()):
+            (fused_attention(model) if fuse else nullcontext(0)) as fused:
         # the TorchScript exporter announces its deprecation and warns about traced shapes
         warnings.simplefilter("ignore")
+        # the fused node's domain is declared only when a layer uses it (BEATs' layers do not:
+        # the exporter would warn that the domain is unused)
         torch.onnx.export(wrapper, tuple(tensors), str(path), input_names=names,
                           output_names=[OUTPUT], dynamic_axes={**axes, OUTPUT: {0: "batch"}},
                           opset_version=OPSET, do_constant_folding=True, dynamo=False,
-                          custom_opsets={DOMAIN: 1} if fuse else None)
+                          custom_opsets={DOMAIN: 1} if fused else None)
     return names
 
 
