@@ -88,15 +88,3 @@ def mmenc_register_commands(register: Callable[[CommandSpec], None]) -> None:
     Called when the CLI starts. ``register`` takes a :class:`CommandSpec` whose target is a
     ``click.Command``; it is imported only when that sub-command runs.
     """
-
-
-HOOKS: dict[str, str] = {
-    "mmenc_register_modalities": "modality",
-    "mmenc_register_tokenizers": "tokenizer",
-    "mmenc_register_fusions": "fusion",
-    "mmenc_register_objectives": "objective",
-    "mmenc_register_models": "model",
-    "mmenc_register_commands": "command",
-}
-"""Hook name -> the catalogue section its registrations go to (models also take converters
-and parity mappings; tokenizers also take cleaners)."""
