@@ -256,3 +256,27 @@ def test_builtin_steps_on_a_plain_mapping_match_the_shared_step():
     assert torch.allclose(plain[1], trainer[1], atol=1e-6) and plain[2] == trainer[2]
     with pytest.raises(KeyError):
         shared.view(["image"])["text"]  # an objective sees only its own modalities
+
+
+def test_resuming_from_state_of_other_objectives_names_the_keys(tmp_path):
+    """A checkpoint whose objective tensors do not fit the run's objectives (written with the
+    contrastive temperature at ``tasks.contrastive.objective.logit_scale``, where it is now
+    ``...objective.loss.logit_scale``) is a CheckpointError naming the keys."""
+    from safetensors.torch import save_file
+
+    from mmenc.errors import CheckpointError
+
+    manifest = write_toy_pairs(tmp_path / "data", n=8)
+    cfg = config(manifest, tmp_path / "run", [{"name": "contrastive",
+                                                "modalities": ["image", "text"]}], steps=1)
+    result = pretrain(cfg)
+    path = result.checkpoint / train_state.STATE
+    tensors, _ = train_state.read(result.checkpoint)
+    save_file({k.replace("objective.loss.", "objective."): v for k, v in tensors.items()},
+              str(path))
+    with pytest.raises(CheckpointError) as info:
+        pretrain(cfg, resume=True)
+    assert str(info.value) == (f"{result.checkpoint}: its objectives' state does not fit this "
+                               "run's objectives (missing: tasks.contrastive.objective.loss."
+                               "logit_scale; not expected: tasks.contrastive.objective."
+                               "logit_scale)")

@@ -242,6 +242,13 @@ class _Run:
             raise CheckpointError(f"{ckpt}: written by a run with another config (model, data, "
                                   "objectives, optimiser, batch, steps or seed differ)")
         tasks = {k[len("tasks."):]: v for k, v in tensors.items() if k.startswith("tasks.")}
+        expected = set(self.train.tasks.state_dict())
+        missing, unexpected = sorted(expected - set(tasks)), sorted(set(tasks) - expected)
+        if missing or unexpected:  # e.g. written before the objectives kept another layout
+            raise CheckpointError(
+                f"{ckpt}: its objectives' state does not fit this run's objectives (missing: "
+                f"{', '.join(f'tasks.{k}' for k in missing[:3]) or 'none'}; not expected: "
+                f"{', '.join(f'tasks.{k}' for k in unexpected[:3]) or 'none'})")
         self.train.tasks.load_state_dict(tasks, strict=True)
         state.load_optimizer(self.optimizer, self.names, tensors, scalars["optimizer"])
         self.step = int(scalars["step"])
