@@ -16,6 +16,11 @@ class MLMHead(nn.Module):
         eps: LayerNorm epsilon.
         tied: decode with the word embeddings passed to ``forward`` (ALBEF); False: with its own
             ``decoder`` weight (BridgeTower, whose MLM head is not tied).
+
+    Not :class:`mmenc.objectives.masked.PredictionHead`: that head ties its decoder when it is
+    built, while ALBEF's momentum copy must decode with the momentum tower's embeddings, given
+    at call time; and its state-dict keys (``transform.0``, ``weight``) are not the
+    ``dense`` / ``norm`` / ``decoder`` keys that saved ALBEF and BridgeTower models hold.
     """
 
     def __init__(self, dim: int, vocab_size: int, eps: float, tied: bool = True) -> None:
