@@ -280,3 +280,18 @@ def test_resuming_from_state_of_other_objectives_names_the_keys(tmp_path):
                                "run's objectives (missing: tasks.contrastive.objective.loss."
                                "logit_scale; not expected: tasks.contrastive.objective."
                                "logit_scale)")
+
+
+def test_the_contract_check_holds_a_trainable_objective_to_the_protocol():
+    from mmenc import testing
+    from mmenc.objectives.pretraining import ContrastiveObjective
+
+    testing.check_objective(mmenc.ObjectiveSpec("contrastive", ContrastiveObjective))
+    odd = type("OddArity", (ContrastiveObjective,), {"arity": 0})
+    with pytest.raises(AssertionError, match="objective 'contrastive'.*does not follow the "
+                                             "objective protocol: OddArity.arity must be a "
+                                             "positive integer, got 0"):
+        testing.check_objective(mmenc.ObjectiveSpec("contrastive", odd))
+    with pytest.raises(AssertionError, match="ContrastiveObjective.name is 'contrastive', not "
+                                             "the name it is registered under"):
+        testing.check_objective(mmenc.ObjectiveSpec("infonce", ContrastiveObjective))

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mmenc.registry import Catalogue
 
 __all__ = ["Objective", "SharedStep", "StepBatches", "build_objective", "objective_class",
-           "trainable_objectives"]
+           "protocol_problem", "trainable_objectives"]
 
 
 @runtime_checkable
@@ -121,8 +121,9 @@ class StepBatches(Mapping[str, "TokenBatch"]):
 _MEMBERS = ("name", "arity", "params", "step")
 
 
-def _problem(cls: Any, name: str) -> str | None:
-    """Why the registered target ``cls`` is not an objective ``mmenc pretrain`` can train."""
+def protocol_problem(cls: Any, name: str) -> str | None:
+    """Why the target ``cls`` registered as ``name`` is not an objective ``mmenc pretrain`` can
+    train, or None when it follows :class:`Objective`."""
     if not isinstance(cls, type):
         return f"its target is {type(cls).__name__} {getattr(cls, '__name__', cls)!r}, not a class"
     if not isinstance(cls, Objective):
@@ -189,7 +190,7 @@ def objective_class(name: str, cat: Catalogue | None = None) -> type[Objective]:
             message += f" (registered: {', '.join(cat.names('objective'))})"
         raise ConfigError(message) from None
     target = resolve(entry.spec.factory)
-    problem = _problem(target, name)
+    problem = protocol_problem(target, name)
     if problem is not None:
         hint = (" (momentum distillation is the contrastive option 'momentum' with 'alpha')"
                 if name == "distillation" else "")
@@ -211,7 +212,7 @@ def trainable_objectives(cat: Catalogue | None = None) -> list[str]:
             target = resolve(entry.spec.factory)
         except Exception:  # noqa: BLE001 - a broken target is reported when it is named
             continue
-        if _problem(target, entry.spec.name) is None:
+        if protocol_problem(target, entry.spec.name) is None:
             names.append(entry.spec.name)
     return names
 

@@ -27,7 +27,10 @@ The contracts:
 - objective: ``factory(**config)`` is a module whose ``example_inputs()`` returns a dict of
   keyword arguments and whose ``forward(**inputs)`` returns ``(loss, logs)``: ``loss`` a finite
   scalar tensor whose gradient reaches every trainable parameter and at least one floating
-  input, ``logs`` a dict from names to numbers or tensors, all finite.
+  input, ``logs`` a dict from names to numbers or tensors, all finite. A class with a ``step``
+  (one ``mmenc pretrain`` trains) also follows :class:`mmenc.objectives.protocol.Objective`:
+  ``name`` is its registered name, ``arity`` a positive integer, ``params`` option names its
+  constructor takes.
 - model (tiny recipes, built with :func:`mmenc.create_model`): one function per property,
   listed in :data:`MODEL_CHECKS`.
 """

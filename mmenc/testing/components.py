@@ -189,7 +189,8 @@ def check_fusion(spec: FusionSpec, config: Mapping[str, Any] | None = None,
 
 
 def check_objective(spec: ObjectiveSpec, config: Mapping[str, Any] | None = None) -> None:
-    """``forward(**example_inputs())`` gives a finite scalar loss that reaches every parameter."""
+    """``forward(**example_inputs())`` gives a finite scalar loss that reaches every parameter;
+    a class with a ``step`` follows :class:`mmenc.objectives.protocol.Objective`."""
     where = f"objective {spec.name!r}"
     torch.manual_seed(0)
     objective = resolve(spec.factory)(**dict(config or {}))
@@ -223,4 +224,11 @@ def check_objective(spec: ObjectiveSpec, config: Mapping[str, Any] | None = None
     _check_grads(objective, where)
     if leaves and all(v.grad is None for v in leaves.values()):
         raise _fail(where, f"the loss does not depend on its inputs {sorted(leaves)}")
+    target = resolve(spec.factory)
+    if isinstance(target, type) and hasattr(target, "step"):  # one `mmenc pretrain` trains
+        from mmenc.objectives.protocol import protocol_problem
+
+        problem = protocol_problem(target, spec.name)
+        if problem is not None:
+            raise _fail(where, f"does not follow the objective protocol: {problem}")
 
