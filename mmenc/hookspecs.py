@@ -65,7 +65,9 @@ def mmenc_register_fusions(register: Callable[[FusionSpec], None]) -> None:
 def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
     """Register training objectives (contrastive, masked modelling, matching, ...).
 
-    Called once when the catalogue is built. ``register`` takes an :class:`ObjectiveSpec`.
+    Called once when the catalogue is built. ``register`` takes an :class:`ObjectiveSpec`; one
+    whose target is a class following :class:`mmenc.objectives.protocol.Objective` (``name``,
+    ``arity``, ``params``, ``step(model, batches, generator)``) is one ``mmenc pretrain`` trains.
     """
 
 

@@ -1,11 +1,11 @@
 """Training objectives: pure loss functions plus thin modules owning their learnable state;
 every module's ``forward`` returns ``(loss, logs)``.
 
-The factories below are the catalogue's targets (``"mmenc.objectives:contrastive_loss"``,
-...). Their names differ from the submodules' on purpose: importing ``mmenc.objectives.matching``
-sets the package attribute ``matching`` to the submodule, which would shadow a factory of that
-name. They import their module on call, so importing this package stays cheap; the classes
-and functions themselves live in the submodules:
+The factories below build the loss modules (``distillation_loss`` is also the catalogue's
+``distillation``). Their names differ from the submodules' on purpose: importing
+``mmenc.objectives.matching`` sets the package attribute ``matching`` to the submodule, which
+would shadow a factory of that name. They import their module on call, so importing this
+package stays cheap; the classes and functions themselves live in the submodules:
 
 - :mod:`mmenc.objectives.contrastive`: ``info_nce``, ``ContrastiveLoss``, ``MomentumQueue``
 - :mod:`mmenc.objectives.masked`: ``mask_tokens``, ``masked_lm_loss``, ``MaskedModelingLoss``
@@ -13,6 +13,10 @@ and functions themselves live in the submodules:
 - :mod:`mmenc.objectives.distill`: ``momentum_update``, ``copy_params``, ``soft_targets``,
   ``distill_mlm_loss``, ``MomentumDistillation``
 - :mod:`mmenc.objectives.distributed`: ``all_gather_with_grad``
+- :mod:`mmenc.objectives.protocol`: ``Objective``, the protocol of what ``mmenc pretrain``
+  trains, and the checks of a registered objective against it
+- :mod:`mmenc.objectives.pretraining`: ``ContrastiveObjective``, ``MaskedModelingObjective``,
+  ``MatchingObjective``, the catalogue's ``contrastive``, ``masked-modeling`` and ``matching``
 """
 
 from __future__ import annotations
