@@ -1,9 +1,9 @@
 """Training objectives and task heads of MIDI-BERT and Adversarial-MidiBERT.
 
-- :func:`compound_mlm`: MIDI-BERT's masked modelling over compound tokens, mmenc's
-  :class:`~mmenc.objectives.masked.MaskedModelingLoss` with one linear decoder per field (no
-  transform, as MIDI-BERT's ``MLM`` head), 15% of the positions, 80/10/10 with each field's own
-  mask id and vocabulary.
+- :class:`CompoundMLM` (:func:`compound_mlm`): MIDI-BERT's masked modelling over compound
+  tokens, mmenc's :class:`~mmenc.objectives.masked.MaskedModelingLoss` with one linear decoder
+  per field (no transform, as MIDI-BERT's ``MLM`` head), 15% of the positions, 80/10/10 with
+  each field's own mask id and vocabulary; its ``step`` lets ``mmenc pretrain`` train it.
 - :class:`AdversarialMasker`: Adversarial-MidiBERT's learned masker. A small head scores every
   note from the encoder's states on the clean input; the notes to corrupt are the top-scored
   ones (a random 10-30% of the allowed notes, at most 15% of the sequence), so the masker picks
@@ -34,12 +34,74 @@ from torch import Tensor, nn
 from mmenc_midi.vocab import load_vocab
 
 
+class CompoundMLM(MaskedModelingLoss):
+    """MIDI-BERT's compound masked modelling as an objective that ``mmenc pretrain`` trains
+    (catalogue name ``compound-mlm``): :meth:`step` corrupts the real notes of a batch and
+    predicts every field of the selected ones with one linear decoder per field.
+
+    Args:
+        scheme: ``cp`` or ``octuple`` (the model's dictionary).
+        dim: the encoder's width.
+        mask_prob: share of the real notes selected (80% mask / 10% random / 10% kept).
+        ignore_index: the label of unselected notes.
+    """
+
+    name = "compound-mlm"
+    arity = 1
+    params = frozenset({"scheme", "dim", "mask_prob"})
+
+    def __init__(self, scheme: str = "cp", dim: int = 32, mask_prob: float = 0.15,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        vocab = load_vocab(scheme)
+        super().__init__(dim=dim, vocab_sizes=list(vocab.sizes), transform=False,
+                         mask_ids=list(vocab.mask_ids), mask_prob=mask_prob,
+                         ignore_index=ignore_index)
+        self.scheme = scheme
+
+    def logits(self, hidden: Tensor) -> list[Tensor]:
+        """``[... d]`` -> one ``[... v_i]`` per field."""
+        return [head(hidden) for head in self.heads]
+
+    @classmethod
+    def for_model(cls, model: Any, modalities: list[str], **config: Any) -> CompoundMLM:
+        """The objective for ``model``'s MIDI-BERT encoder: ``scheme`` and ``dim`` default to
+        the encoder's dictionary and width."""
+        encoder = midi_encoder(model, modalities[0], config.get("dim"), cls.name)
+        config.setdefault("scheme", encoder.config.get("scheme", "cp"))
+        config.setdefault("dim", encoder.width)
+        return cls(**config)
+
+    def step(self, model: Any, batches: Mapping[str, TokenBatch],
+             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """One pretraining loss on the batch of the entry's modality (what ``mmenc pretrain``
+        calls); the model is a MIDI-BERT recipe or a model whose ``towers[modality]`` is one."""
+        ((modality, batch),) = batches.items()
+        if batch.ids is None or batch.ids.dim() != 3:
+            raise ValueError("compound-mlm needs compound ids [b n f]")
+        return mlm_step(midi_encoder(model, modality, self.dim, self.name), self, batch,
+                        generator)
+
+
 def compound_mlm(scheme: str = "cp", dim: int = 32, mask_prob: float = 0.15,
-                 **config: Any) -> MaskedModelingLoss:
+                 **config: Any) -> CompoundMLM:
     """MIDI-BERT's compound masked modelling for the ``cp`` or ``octuple`` dictionary."""
-    vocab = load_vocab(scheme)
-    return MaskedModelingLoss(dim=dim, vocab_sizes=list(vocab.sizes), transform=False,
-                              mask_ids=list(vocab.mask_ids), mask_prob=mask_prob, **config)
+    return CompoundMLM(scheme, dim, mask_prob, **config)
+
+
+def midi_encoder(model: Any, modality: str, dim: int | None, objective: str) -> Any:
+    """The MIDI-BERT encoder of ``model`` for ``modality`` (``model`` itself, or its tower),
+    checked to be ``dim`` wide (None: any width)."""
+    towers = getattr(model, "towers", None)
+    encoder = towers[modality] if towers is not None and modality in towers else model
+    if not callable(getattr(encoder, "forward_ids", None)):
+        raise TypeError(f"{objective} trains MIDI-BERT encoders; "
+                        f"{getattr(model, 'recipe', type(model).__name__)!r} has none for "
+                        f"{modality!r}")
+    width = getattr(encoder, "width", dim)
+    if dim is not None and width != dim:
+        raise ValueError(f"{objective} was built for width {dim}, the encoder is {width} "
+                         f"wide: set config.dim: {width}")
+    return encoder
 
 
 def mlm_step(model: Any, objective: MaskedModelingLoss, batch: TokenBatch,

@@ -41,7 +41,7 @@ def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None
 
 @hookimpl
 def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
-    register(ObjectiveSpec("compound-mlm", f"{_P}.objectives:compound_mlm",
+    register(ObjectiveSpec("compound-mlm", f"{_P}.objectives:CompoundMLM",
                            "MIDI-BERT masked modelling over compound tokens (15%, 80/10/10)"))
     register(ObjectiveSpec("adversarial-masker", f"{_P}.objectives:AdversarialPretraining",
                            "Adversarial-MidiBERT: MLM heads and a learned masker trained "
