@@ -159,6 +159,13 @@ class ALBEFEncoder(Encoder):
         fused = self.fusion({"text": text, "image": image})
         return self.itm_head(fused["text"].hidden[:, 0])
 
+    def warm_start(self, modality: str, source: Encoder) -> None:
+        """Start the ``text`` layers and fusion layers (split as ALBEF splits BERT) or the
+        ``image`` tower from a saved model: see :mod:`mmenc_vl.warm_start`."""
+        from mmenc_vl.warm_start import warm_start
+
+        warm_start(self, modality, source)
+
     # -- pre-training ----------------------------------------------------------------------
     def _momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.towers, self.momentum["towers"]), (self.fusion, self.momentum["fusion"]),
