@@ -82,6 +82,19 @@ def test_int8_export_reports_agreement(clip_export):
     assert not torch.equal(int8, fp32)  # the graph really is quantised
 
 
+def test_plain_attention_is_one_fused_node_in_its_declared_domain(clip_export):
+    import onnx
+
+    from mmenc.export.quantize import graph_nodes
+
+    _, served = clip_export
+    graph = served / "onnx" / "text.onnx"
+    ops = [op for op, _ in graph_nodes(graph)]
+    depth = mmenc.load(served).config["towers"]["text"]["trunk"]["depth"]
+    assert ops.count("Attention") == depth  # one node per layer
+    assert "com.microsoft" in {o.domain for o in onnx.load(str(graph)).opset_import}
+
+
 def test_int8_below_min_cosine_is_refused_or_kept_with_warning(clip_export, tmp_path):
     src, _ = clip_export
     with pytest.raises(CheckpointError, match="agree with fp32 at mean cosine"):
@@ -179,3 +192,40 @@ def test_export_cli_and_eval_backend(clip_export, tmp_path):
         assert res.exit_code == 0, res.output
         reports[backend] = json.loads(res.output[res.output.index("{"):])
     assert reports["onnx"]["metrics"] == reports["torch"]["metrics"]
+
+
+@pytest.mark.skipif("beats-tiny" not in catalogue().names("model"),
+                    reason="the audio plugin is not installed")
+def test_audio_tower_serves_padded_batches_in_fp32_and_int8(tmp_path, capfd):
+    """BEATs' graph starts after the fbank (the tokenizer computes it per clip in Python): fbank
+    patches and their mask in, the pooled embedding out, its gated relative bias traced as
+    standard ops."""
+    import numpy as np
+
+    from mmenc.export.quantize import graph_nodes
+
+    src = _saved("beats-tiny", tmp_path / "model")
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (2800, 41000, 9000, 16000)]
+    manifest = export_onnx(src, tmp_path / "out", ["audio"], int8=True,
+                           calibration={"audio": clips}, min_cosine=None, echo=lambda _: None)
+    assert "Custom opset domain" not in capfd.readouterr().err  # none declared unused
+    model = mmenc.load(tmp_path / "out")
+    assert manifest["graphs"]["audio"]["inputs"] == ["values", "mask"]
+    assert not bool(model.tokenize(clips, "audio").mask.all())  # the batch is padded
+    eager = model.encode(clips, "audio", normalize=False)
+    served = model.encode(clips, "audio", normalize=False, backend="onnx")
+    assert (served - eager).abs().max() <= 1e-4
+    alone = torch.cat([model.encode([c], "audio", normalize=False, backend="onnx") for c in clips])
+    assert (alone - served).abs().max() <= 1e-4  # padding does not leak into a clip
+    fp32_graph = tmp_path / "out" / "onnx" / "audio.onnx"
+    assert "Attention" not in {op for op, _ in graph_nodes(fp32_graph)}
+    report = manifest["graphs"]["audio"]["int8"]
+    assert report["policy"] == "all"
+    assert "MatMulInteger" in {op for op, _ in graph_nodes(tmp_path / "out" / "onnx" /
+                                                           "audio.int8.onnx")}
+    int8 = model.encode(clips, "audio", normalize=False, backend="onnx-int8")
+    assert not torch.equal(int8, served)
+    cos = torch.nn.functional.cosine_similarity(int8, served, dim=-1)
+    assert abs(float(cos.mean()) - report["cosine_mean"]) < 0.05
+    assert float(cos.min()) > 0.9
