@@ -117,3 +117,20 @@ class Tokenizer(Protocol):
     def config(self) -> dict[str, object]: ...
 
     def save(self, directory: str) -> None: ...
+
+
+@runtime_checkable
+class Tower(Protocol):
+    """A module that turns a batch of one modality into token states: mmenc's text and vision
+    transformers, a MIDI-BERT or BEATs model, a timm model behind an adapter, anything a plugin
+    registers as a tower kind (:class:`mmenc.specs.TowerSpec`).
+
+    ``width`` is the last axis of ``hidden`` (and of ``pooled``): what a projection or a fusion
+    after the tower is sized by, known without running the tower.
+    """
+
+    @property
+    def width(self) -> int: ...
+
+    def forward_features(self, batch: TokenBatch, *,
+                         output_hidden_states: bool = False) -> Features: ...

@@ -28,6 +28,7 @@ from mmenc.specs import (
     ObjectiveSpec,
     ParitySpec,
     TokenizerSpec,
+    TowerSpec,
 )
 
 PROJECT = "mmenc"
@@ -58,6 +59,16 @@ def mmenc_register_fusions(register: Callable[[FusionSpec], None]) -> None:
     """Register fusions: how hidden states of several modalities are combined.
 
     Called once when the catalogue is built. ``register`` takes a :class:`FusionSpec`.
+    """
+
+
+@hookspec
+def mmenc_register_towers(register: Callable[[TowerSpec], None]) -> None:
+    """Register tower kinds: modules that turn a batch of one modality into token states
+    (``forward_features(batch, *, output_hidden_states=False) -> Features``).
+
+    Called once when the catalogue is built. ``register`` takes a :class:`TowerSpec`; a model
+    configuration names the kind of each tower (``"kind": NAME``).
     """
 
 

@@ -33,6 +33,7 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
     "mmenc_register_modalities": (SPEC_KINDS["modality"],),
     "mmenc_register_tokenizers": (SPEC_KINDS["tokenizer"], SPEC_KINDS["cleaner"]),
     "mmenc_register_fusions": (SPEC_KINDS["fusion"],),
+    "mmenc_register_towers": (SPEC_KINDS["tower"],),
     "mmenc_register_objectives": (SPEC_KINDS["objective"],),
     "mmenc_register_models": (ModelSpec, ConverterSpec, ParitySpec),
     "mmenc_register_commands": (SPEC_KINDS["command"],),

@@ -157,6 +157,35 @@ class FusionSpec(_FactorySpec):
 
 
 @dataclass(frozen=True)
+class TowerSpec(_FactorySpec):
+    """A kind of tower: a module that turns a batch of one modality into token states.
+
+    A tower is any ``nn.Module`` that follows :class:`mmenc.batch.Tower`. Tower encoders
+    (``mmenc.builtin.towers``) name a tower's kind in their configuration (``"kind": NAME``)
+    and build it with the factory registered under that name, never by import path.
+
+    Args:
+        name: the kind ("text", "vision", "timm", "midi", "beats", ...).
+        factory: ``"module:attr"`` of ``factory(config, tokenizer) -> Tower``: ``config`` is
+            the tower's section of the model configuration without ``kind``, ``tokenizer`` the
+            modality's tokenizer, already built.
+        description: one line for listings.
+        from_encoder: ``"module:attr"`` of ``from_encoder(source: Encoder) -> (tower, config,
+            tokenizer)``: a tower of this kind, its configuration section (without ``kind``)
+            and tokenizer taken from a saved model that is not a tower encoder (a MIDI tower
+            from a MIDI-BERT model), for ``warm_start``; None when the kind has none.
+    """
+
+    from_encoder: Target | None = None
+    kind: ClassVar[str] = "tower"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.from_encoder is not None:
+            _check_target("tower", self.name, self.from_encoder)
+
+
+@dataclass(frozen=True)
 class ObjectiveSpec(_FactorySpec):
     """A training objective: a module returning ``(loss, logs)``.
 
@@ -284,6 +313,7 @@ SPEC_KINDS: dict[str, type] = {
     "tokenizer": TokenizerSpec,
     "cleaner": CleanerSpec,
     "fusion": FusionSpec,
+    "tower": TowerSpec,
     "objective": ObjectiveSpec,
     "model": ModelSpec,
     "converter": ConverterSpec,

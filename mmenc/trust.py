@@ -184,11 +184,19 @@ def registered_cleaners() -> dict[str, CleanerSpec]:
 
 
 def check_names(config: Mapping[str, Any], where: str) -> None:
-    """Every text cleaner the tokenizer configurations name is registered.
+    """Every text cleaner the tokenizer configurations name is registered, and no tower names
+    a weights file (``pretrained_file``, an option of model creation only).
 
     Raises:
         CheckpointError: naming ``where``, the key and the registered cleaners.
     """
+    towers = config.get("towers")
+    for modality, tower in towers.items() if isinstance(towers, Mapping) else ():
+        for key in ("pretrained_file",) if isinstance(tower, Mapping) else ():
+            if key in tower:  # a creation-only option: a saved model holds its weights
+                raise CheckpointError(
+                    f"{where}: config.towers.{modality}.{key}: a model folder never names a "
+                    "file outside it (the weights are in model.safetensors)")
     tokenizers = config.get("tokenizers")
     if not isinstance(tokenizers, Mapping):
         return

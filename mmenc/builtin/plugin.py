@@ -18,6 +18,7 @@ from mmenc.specs import (
     ObjectiveSpec,
     ParitySpec,
     TokenizerSpec,
+    TowerSpec,
 )
 
 _B = "mmenc.builtin"
@@ -49,6 +50,16 @@ def mmenc_register_fusions(register: Callable[[FusionSpec], None]) -> None:
 
 
 @hookimpl
+def mmenc_register_towers(register: Callable[[TowerSpec], None]) -> None:
+    register(TowerSpec("text", f"{_B}.towers:text_tower",
+                       "mmenc's BERT/RoBERTa-style text transformer on the shared trunk"))
+    register(TowerSpec("vision", f"{_B}.towers:vision_tower",
+                       "mmenc's ViT on the shared trunk (timm / CLIP ViT layouts)"))
+    register(TowerSpec("timm", f"{_B}.timm_tower:timm_tower",
+                       "any timm image model (timm.list_models()), pooled by timm's own head"))
+
+
+@hookimpl
 def mmenc_register_objectives(register: Callable[[ObjectiveSpec], None]) -> None:
     # the three that `mmenc pretrain` trains are Objective classes (mmenc.objectives.protocol)
     for name, target, description in (
@@ -71,6 +82,8 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
         ("vit-tiny", ("image",), "VIT_TINY", "dual", True, "tiny ViT image encoder"),
         ("clip-tiny", ("text", "image"), "CLIP_TINY", "dual", True,
          "tiny image-text dual encoder"),
+        ("timm-clip-tiny", ("text", "image"), "CLIP_TIMM_TINY", "dual", True,
+         "tiny image-text dual encoder with a timm ViT image tower"),
         ("merged-tiny", ("text", "image"), "MERGED_TINY", "merged", True,
          "tiny single-stream image-text encoder"),
         ("bert", ("text",), "BERT", "dual", False,

@@ -73,6 +73,14 @@ VIT_TINY = towers({"image": TINY_VISION}, {"image": image_tokenizer(32)}, {"imag
 CLIP_TINY = towers({"text": TINY_TEXT, "image": TINY_VISION},
                    {"text": text_tokenizer(64), "image": image_tokenizer(32)},
                    {"text": "mean", "image": "cls"}, 32)
+# a tower mmenc did not write: a timm ViT (2 layers, d32, 32 px) beside the tiny text tower
+TIMM_VIT_TINY = {"kind": "timm", "model": "vit_tiny_patch16_224",
+                 "options": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2,
+                             "num_heads": 2}}
+CLIP_TIMM_TINY = towers({"text": TINY_TEXT, "image": TIMM_VIT_TINY},
+                        {"text": text_tokenizer(64),
+                         "image": {**image_tokenizer(32), "mean": [0.5] * 3, "std": [0.5] * 3}},
+                        {"text": "mean", "image": "pooler"}, 32)
 MERGED_TINY = towers(
     {"text": text_tower(32, 1, 2, 64, max_length=64),
      "image": vision_tower(32, 1, 2, 64, image_size=32, patch_size=8)},

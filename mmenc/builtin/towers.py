@@ -1,4 +1,4 @@
-"""Two-tower (and N-tower) encoders: one trunk per modality, projections to a shared space.
+"""Tower encoders: one tower per modality, an optional fusion, a projection per modality.
 
 Configuration (stored in ``config.json``)::
 
@@ -9,8 +9,12 @@ Configuration (stored in ``config.json``)::
      "tokenizers": {"text": {...}, "image": {...}},
      "fusion": {"name": "dual"}}
 
-Each tower is ``mmenc.nn``'s text or vision transformer; the ``fusion`` entry names a fusion
-from the catalogue (``dual``: none; ``merged``: one joint trunk over concatenated tokens).
+A tower is any module that follows :class:`mmenc.batch.Tower` (``width`` and
+``forward_features(batch, *, output_hidden_states=False) -> Features``). Its ``kind`` names a
+tower kind of the catalogue (``mmenc_register_towers``): the built-in ``text`` and ``vision``
+transformers, a ``timm`` model, and the kinds plugins register (``midi``, ``beats``). The
+``fusion`` entry names a fusion of the catalogue (``dual``: none; ``merged``: one joint trunk
+over concatenated tokens). Nothing in the configuration is an import path.
 """
 
 from __future__ import annotations
@@ -23,38 +27,98 @@ from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.builtin.fusion import DualFusion
+from mmenc.errors import ConfigError, UnknownNameError
 from mmenc.model import Encoder
 from mmenc.nn import masked_mean
 
 POOLINGS = ("cls", "mean", "pooler")
 
 
-def build_tower(config: dict[str, Any]) -> nn.Module:
-    """A text or vision transformer from its configuration."""
-    kind = config.get("kind")
+CREATION_ONLY = ("pretrained_file",)
+"""Tower options that act once, when a model is created (a local file of a timm model's own
+weights), and are never stored: a saved model holds its weights, and a model folder never names
+a file outside it."""
+
+
+def tower_kinds() -> list[str]:
+    """The registered tower kinds."""
+    from mmenc.registry import catalogue
+
+    return catalogue().names("tower")
+
+
+def tower_spec(kind: object, where: str = "tower") -> Any:
+    """The :class:`~mmenc.specs.TowerSpec` registered as ``kind``.
+
+    Raises:
+        ConfigError: naming ``where`` (the configuration key, e.g. ``towers.image.kind``) and
+            the registered kinds; nothing is imported for a name that is not registered.
+    """
+    from mmenc.registry import catalogue
+
+    cat = catalogue()
+    if isinstance(kind, str):
+        try:
+            return cat.get("tower", kind)
+        except UnknownNameError:
+            pass
+    raise ConfigError(f"{where}: {kind!r} is not a registered tower kind (registered: "
+                      f"{', '.join(cat.names('tower')) or 'none'})")
+
+
+def build_tower(config: dict[str, Any], tokenizer: Tokenizer | None = None,
+                where: str = "tower") -> nn.Module:
+    """The tower of kind ``config["kind"]``, built by the factory registered for it.
+
+    Args:
+        config: the tower's section of a model configuration (``kind`` and its options).
+        tokenizer: the modality's tokenizer (kinds that size themselves by it read it).
+        where: the configuration key of the section, for errors.
+    """
+    from mmenc.specs import resolve
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: a tower configuration must be a mapping, got "
+                          f"{type(config).__name__}")
+    spec = tower_spec(config.get("kind"), f"{where}.kind")
     body = {k: v for k, v in config.items() if k != "kind"}
-    if kind == "text":
-        from mmenc.keymaps.hf_text import build_text_transformer
-
-        return build_text_transformer(body)
-    if kind == "vision":
-        from mmenc.keymaps.timm_vit import build_vision_transformer
-
-        return build_vision_transformer(body)
-    raise ValueError(f"tower kind must be 'text' or 'vision', got {kind!r}")
+    tower = resolve(spec.factory)(body, tokenizer)
+    if not callable(getattr(tower, "forward_features", None)):
+        raise ConfigError(f"{where}: tower kind {spec.name!r} built a {type(tower).__name__} "
+                          "without forward_features")
+    return tower  # type: ignore[no-any-return]
 
 
-def tower_features(tower: nn.Module, kind: str, batch: TokenBatch,
+def tower_width(tower: nn.Module, config: dict[str, Any] | None = None) -> int:
+    """The width of a tower's states: its ``width``, else its configuration's ``trunk.dim``."""
+    width = getattr(tower, "width", None)
+    if isinstance(width, int) and not isinstance(width, bool):
+        return width
+    trunk = (config or {}).get("trunk")
+    if isinstance(trunk, dict) and isinstance(trunk.get("dim"), int):
+        return int(trunk["dim"])
+    raise ConfigError(f"a {type(tower).__name__} tower states no width (give it a 'width')")
+
+
+def tower_features(tower: nn.Module, kind: str | None, batch: TokenBatch,
                    output_hidden_states: bool = False) -> Features:
-    """Run one tower on a batch of its modality."""
-    if kind == "text":
-        out = tower(batch.ids, mask=batch.mask,
-                    token_type_ids=batch.extras.get("token_type_ids"),
-                    output_hidden_states=output_hidden_states)
-        return Features(out.last_hidden_state, batch.mask, getattr(out, "pooled", None),
-                        out.hidden_states)
-    out = tower(batch.values, output_hidden_states=output_hidden_states)
-    return Features(out.last_hidden_state, None, None, out.hidden_states)
+    """Run one tower on a batch of its modality (``kind`` is not needed: every tower follows
+    the same protocol)."""
+    return tower.forward_features(batch, output_hidden_states=output_hidden_states)  # type: ignore[no-any-return,operator]
+
+
+def text_tower(config: dict[str, Any], tokenizer: Tokenizer | None = None) -> nn.Module:
+    """Factory of the ``text`` kind: mmenc's BERT/RoBERTa-style text transformer."""
+    from mmenc.keymaps.hf_text import build_text_transformer
+
+    return build_text_transformer(config)
+
+
+def vision_tower(config: dict[str, Any], tokenizer: Tokenizer | None = None) -> nn.Module:
+    """Factory of the ``vision`` kind: mmenc's ViT."""
+    from mmenc.keymaps.timm_vit import build_vision_transformer
+
+    return build_vision_transformer(config)
 
 
 def pool(features: Features, how: str) -> Tensor:
@@ -76,7 +140,8 @@ class TowerEncoder(Encoder):
     Args:
         recipe: catalogue name.
         config: see the module docstring.
-        towers: modality -> text or vision transformer.
+        towers: modality -> a tower (:class:`mmenc.batch.Tower`), of the kind the
+            configuration names for it.
         tokenizers: modality -> tokenizer.
         fusion: a fusion module (``None`` or the ``dual`` fusion for independent towers).
     """
@@ -99,7 +164,8 @@ class TowerEncoder(Encoder):
         })
 
     def width(self, modality: str) -> int:
-        return int(self.config["towers"][modality]["trunk"]["dim"])
+        """The width of a modality's tower states (before the projection)."""
+        return tower_width(self.towers[modality], self.config["towers"][modality])
 
     def forward_features(self, batch: TokenBatch, modality: str,
                          output_hidden_states: bool = False) -> Features:
@@ -116,7 +182,8 @@ class TowerEncoder(Encoder):
         return self.fusion(states) if self.fusion is not None else states
 
     def embed(self, batch: TokenBatch, modality: str) -> Tensor:
-        if self.training and self._frozen(modality) and batch.ids is not None:
+        if (self.training and self._frozen(modality) and batch.ids is not None
+                and batch.ids.dim() == 2):  # token sequences: compound tokens simply run
             return self.proj[modality](self._frozen_pooled(batch, modality))
         features = self.forward_features(batch, modality)
         return self.proj[modality](pool(features, self.pooling[modality]))
@@ -139,9 +206,11 @@ class TowerEncoder(Encoder):
         if cached_version != version:
             cache = {}
             self._frozen_cache[modality] = (version, cache)
-        mask = batch.mask if batch.mask is not None else torch.ones(batch.ids.shape[:2],
+        ids = batch.ids
+        assert ids is not None  # embed() takes this path for id batches only
+        mask = batch.mask if batch.mask is not None else torch.ones(ids.shape[:2],
                                                                     dtype=torch.bool)
-        keys = [row[m].cpu().numpy().tobytes() for row, m in zip(batch.ids, mask, strict=True)]
+        keys = [row[m].cpu().numpy().tobytes() for row, m in zip(ids, mask, strict=True)]
         todo = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in cache}.values())
         if todo:
             tower.eval()
@@ -153,30 +222,56 @@ class TowerEncoder(Encoder):
                 cache[keys[i]] = row
         return torch.stack([cache[k] for k in keys])
 
-    def warm_start(self, modality: str, source: TowerEncoder, keep_pooling: bool = False) -> None:
+    def warm_start(self, modality: str, source: Encoder, keep_pooling: bool = False) -> None:
         """Replace one tower (and its tokenizer) with the tower of another model, weights
         included: a text tower can start from a converted checkpoint. The projection is rebuilt
-        when the width changes; the pooling follows the source unless ``keep_pooling``.
+        for the new width; the pooling follows the source unless ``keep_pooling``.
 
-        A source with a single modality may start a tower of another name: the ``code`` tower
-        of a code-text model can start from a converted text encoder."""
+        A tower encoder with a single modality may start a tower of another name and the same
+        kind: the ``code`` tower of a code-text model can start from a converted text encoder.
+        Any other model starts a tower through its kind's ``from_encoder`` (a ``midi`` tower
+        from a MIDI-BERT model); a kind without one refuses it."""
         self.check_modality(modality)
-        src = modality
-        if modality not in source.modalities and len(source.modalities) == 1:
-            src = source.modalities[0]
-        source.check_modality(src)
-        width = source.width(src)
-        self.towers[modality] = source.towers[src]
-        self.kinds[modality] = source.kinds[src]
-        self.tokenizers[modality] = source.tokenizers[src]
-        self.config["towers"][modality] = source.config["towers"][src]
-        self.config["tokenizers"][modality] = source.tokenizers[src].config()
-        if not keep_pooling:
-            self.pooling[modality] = source.pooling[src]
-            self.config.setdefault("pooling", {})[modality] = source.pooling[src]
+        kind = self.kinds[modality]
+        src = self._source_modality(modality, source)
+        if src is None:
+            from mmenc.specs import resolve
+
+            spec = tower_spec(kind, f"towers.{modality}.kind")
+            name = getattr(source, "recipe", type(source).__name__)
+            if spec.from_encoder is None:
+                raise ValueError(f"the {modality!r} tower (kind {kind!r}) starts from a model "
+                                 f"with a {kind!r} tower; {name!r} has none")
+            tower, body, tokenizer = resolve(spec.from_encoder)(source)
+            tower_cfg, pooling = {"kind": kind, **body}, None
+        else:
+            assert isinstance(source, TowerEncoder)
+            tower, tower_cfg = source.towers[src], source.config["towers"][src]
+            tokenizer, pooling = source.tokenizers[src], source.pooling[src]
+            kind = source.kinds[src]
+        self.towers[modality] = tower
+        self.kinds[modality] = kind
+        self.tokenizers[modality] = tokenizer
+        self.config["towers"][modality] = tower_cfg
+        self.config["tokenizers"][modality] = tokenizer.config()
+        if pooling is not None and not keep_pooling:
+            self.pooling[modality] = pooling
+            self.config.setdefault("pooling", {})[modality] = pooling
         embed_dim = self.config.get("embed_dim")
         if embed_dim:
-            self.proj[modality] = nn.Linear(width, embed_dim, bias=False)
+            self.proj[modality] = nn.Linear(self.width(modality), embed_dim, bias=False)
+
+    def _source_modality(self, modality: str, source: Encoder) -> str | None:
+        """The modality of a tower encoder ``source`` whose tower starts ``modality``: the same
+        name, or the only modality of a one-tower source with a tower of the same kind."""
+        if not isinstance(source, TowerEncoder):
+            return None
+        if modality in source.towers:
+            return modality
+        if len(source.modalities) == 1 and source.modalities[0] in source.towers \
+                and source.kinds[source.modalities[0]] == self.kinds[modality]:
+            return source.modalities[0]
+        return None
 
 
 def build_tokenizers(configs: dict[str, dict[str, Any]],
@@ -192,17 +287,30 @@ def build_tokenizers(configs: dict[str, dict[str, Any]],
 
 
 def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -> TowerEncoder:
-    """Build a :class:`TowerEncoder` (tokenizer files are read from ``directory``)."""
+    """The builder of tower recipes: each tower by the factory of its registered kind (with
+    its modality's tokenizer), the fusion the configuration names, a projection per modality.
+
+    Tokenizer files are read from ``directory``. Options a tower takes only when the model is
+    created (:data:`CREATION_ONLY`) are left out of the model's stored configuration.
+    """
     from mmenc.registry import catalogue
     from mmenc.specs import resolve
 
     cat = catalogue()
-    towers = {m: build_tower(c) for m, c in config["towers"].items()}
+    tower_cfgs = config["towers"]
+    if not isinstance(tower_cfgs, dict) or not tower_cfgs:
+        raise ConfigError("towers: a mapping of modality -> tower configuration is needed")
     tokenizers = build_tokenizers(config["tokenizers"], directory)
+    missing = [m for m in tower_cfgs if m not in tokenizers]
+    if missing:
+        raise ConfigError(f"tokenizers: no tokenizer for the tower(s) {', '.join(missing)}")
+    towers = {m: build_tower(c, tokenizers[m], f"towers.{m}") for m, c in tower_cfgs.items()}
     fusion_cfg = dict(config.get("fusion") or {"name": "dual"})
     fusion_name = fusion_cfg.pop("name")
     fusion = resolve(cat.get("fusion", fusion_name).factory)(
-        widths={m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()}, **fusion_cfg
+        widths={m: tower_width(t, tower_cfgs[m]) for m, t in towers.items()}, **fusion_cfg
     )
+    if any(k in c for c in tower_cfgs.values() for k in CREATION_ONLY):
+        config = {**config, "towers": {m: {k: v for k, v in c.items() if k not in CREATION_ONLY}
+                                       for m, c in tower_cfgs.items()}}
     return TowerEncoder("towers", config, towers, tokenizers, fusion)
-

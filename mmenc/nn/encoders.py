@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mmenc.batch import Features, TokenBatch
 from mmenc.nn.embeddings import Pooler, TextEmbeddings, VisionEmbeddings
 from mmenc.nn.trunk import Trunk, TrunkOutput
 
@@ -71,6 +72,23 @@ class TextTransformer(nn.Module):
             out.pooled = self.pooler(out.last_hidden_state)
         return out
 
+    @property
+    def width(self) -> int:
+        """The width ``d`` of the token states."""
+        return int(self.embeddings.word.embedding_dim)
+
+    def forward_features(self, batch: TokenBatch, *,
+                         output_hidden_states: bool = False) -> Features:
+        """The tower protocol (:class:`mmenc.batch.Tower`) on a batch of token ids ``[b n]``
+        (``token_type_ids`` from the batch's extras): hidden ``[b n d]``, the batch's mask,
+        ``pooled`` from the pooler when there is one."""
+        if batch.ids is None:
+            raise ValueError("a text tower reads token ids [b n], got a batch without ids")
+        out = self(batch.ids, mask=batch.mask, token_type_ids=batch.extras.get("token_type_ids"),
+                   output_hidden_states=output_hidden_states)
+        return Features(out.last_hidden_state, batch.mask, getattr(out, "pooled", None),
+                        out.hidden_states)
+
 
 class VisionTransformer(nn.Module):
     """A ViT image encoder; ``pooled`` is the class token of the output (when there is one).
@@ -101,3 +119,18 @@ class VisionTransformer(nn.Module):
         if self.embeddings.cls_token is not None:
             out.pooled = out.last_hidden_state[:, 0]
         return out
+
+    @property
+    def width(self) -> int:
+        """The width ``d`` of the token states."""
+        return int(self.embeddings.patch.out_channels)
+
+    def forward_features(self, batch: TokenBatch, *,
+                         output_hidden_states: bool = False) -> Features:
+        """The tower protocol (:class:`mmenc.batch.Tower`) on a batch of pixels ``[b c H W]``:
+        hidden ``[b n d]`` (class token first when there is one), no mask, no ``pooled``
+        (a tower encoder pools with ``cls`` or ``mean``)."""
+        if batch.values is None:
+            raise ValueError("a vision tower reads pixels [b c H W], got a batch without values")
+        out = self(batch.values, output_hidden_states=output_hidden_states)
+        return Features(out.last_hidden_state, None, None, out.hidden_states)
