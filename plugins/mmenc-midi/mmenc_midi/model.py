@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from mmenc.batch import Features, TokenBatch
-from mmenc.builtin.towers import TowerEncoder
 from mmenc.model import Encoder
 from mmenc.nn import Pooler, TrunkConfig, build_trunk, masked_mean
 from torch import Tensor, nn
@@ -130,11 +129,8 @@ class MidiBertEncoder(Encoder):
         return self.proj(self.pool(self.forward_features(batch, modality)))
 
 
-def build_midibert(config: dict[str, Any], directory: Path | None = None) -> MidiBertEncoder:
-    """Build the encoder and its tokenizer from a configuration."""
-    from mmenc_midi.tokenizers import tokenizer_for
-
-    tokenizer = tokenizer_for(config["tokenizers"][MODALITY])
+def check_tokenizer(config: dict[str, Any], tokenizer: Any) -> None:
+    """The tokenizer fits the model: the same field sizes, no more notes than positions."""
     vocab_sizes = list(config["vocab_sizes"])
     if hasattr(tokenizer, "vocab") and list(tokenizer.vocab.sizes) != vocab_sizes:
         raise ValueError(f"the tokenizer's field sizes {list(tokenizer.vocab.sizes)} do not "
@@ -143,103 +139,44 @@ def build_midibert(config: dict[str, Any], directory: Path | None = None) -> Mid
     if getattr(tokenizer, "max_len", 0) > positions:
         raise ValueError(f"the tokenizer keeps {tokenizer.max_len} notes but the relative "
                          f"position table covers {positions}")
+
+
+def build_midibert(config: dict[str, Any], directory: Path | None = None) -> MidiBertEncoder:
+    """Build the encoder and its tokenizer from a configuration."""
+    from mmenc_midi.tokenizers import tokenizer_for
+
+    tokenizer = tokenizer_for(config["tokenizers"][MODALITY])
+    check_tokenizer(config, tokenizer)
     return MidiBertEncoder(config, tokenizer)
 
 
-# -- MIDI <-> text dual encoder -----------------------------------------------------------------
-class MidiTextEncoder(TowerEncoder):
-    """A dual encoder with a MIDI-BERT tower for ``midi`` and mmenc's text tower for ``text``.
-
-    It is mmenc's :class:`~mmenc.builtin.towers.TowerEncoder` (pooling and a projection per
-    modality, ``warm_start`` of the text tower from a converted text encoder such as MiniLM,
-    frozen text towers computed once per caption) with one more tower kind, ``midi``: a
-    :class:`MidiBertEncoder` without pooler or projection whose mean-pooled token states are
-    projected to the shared space. Configuration::
-
-        {"towers": {"midi": {"kind": "midi", ...MIDI-BERT config...},
-                    "text": {"kind": "text", ...text transformer config...}},
-         "pooling": {"midi": "mean", "text": "mean"}, "embed_dim": 256,
-         "tokenizers": {"midi": {"tokenizer": "midi-cp", "max_len": 256}, "text": {...}},
-         "fusion": {"name": "dual"}}
-    """
-
-    def _midi(self, modality: str) -> bool:
-        return self.kinds.get(modality) == "midi"
-
-    def _states(self, batch: TokenBatch, modality: str,
-                output_hidden_states: bool = False) -> Features:
-        from mmenc.builtin.towers import tower_features
-
-        if self._midi(modality):
-            return self.towers[modality].forward_features(batch, MODALITY, output_hidden_states)
-        return tower_features(self.towers[modality], self.kinds[modality], batch,
-                              output_hidden_states)
-
-    def forward_features(self, batch: TokenBatch, modality: str,
-                         output_hidden_states: bool = False) -> Features:
-        self.check_modality(modality)
-        features = self._states(batch, modality, output_hidden_states)
-        if self.fusion is not None:
-            features = self.fusion({modality: features})[modality]
-        return features
-
-    def forward_fused(self, batches: dict[str, TokenBatch]) -> dict[str, Features]:
-        states = {m: self._states(b, m) for m, b in batches.items()}
-        return self.fusion(states) if self.fusion is not None else states
-
-    def _frozen(self, modality: str) -> bool:
-        # the once-per-caption cache runs text towers; a frozen MIDI tower simply runs
-        return not self._midi(modality) and super()._frozen(modality)
-
-    def warm_start(self, modality: str, source: Any, keep_pooling: bool = False) -> None:
-        """Start a tower from another model: the text tower from a text encoder (see
-        :meth:`TowerEncoder.warm_start`), the MIDI tower from a saved MIDI-BERT model
-        (``midibert-*``, e.g. one pretrained with ``compound-mlm``) or another MIDI-text model;
-        the source's pooler and projection are left out."""
-        if not self._midi(modality):
-            super().warm_start(modality, source, keep_pooling)
-            return
-        if isinstance(source, MidiTextEncoder) and "midi" in source.towers:
-            source = source.towers["midi"]
-        if not isinstance(source, MidiBertEncoder):
-            raise ValueError(f"the {modality!r} tower starts from a MIDI-BERT model, got "
-                             f"{getattr(source, 'recipe', type(source).__name__)!r}")
-        body = {k: v for k, v in source.config.items() if k != "tokenizers"}
-        body.update(pooler=False, embed_dim=None, pooling="mean")
-        tower = MidiBertEncoder(body, source.tokenizers[MODALITY])
-        skip = ("pooler.", "proj.")
-        tower.load_state_dict({k: v for k, v in source.state_dict().items()
-                               if not k.startswith(skip)})
-        self.towers[modality] = tower
-        self.tokenizers[modality] = source.tokenizers[MODALITY]
-        self.config["towers"][modality] = {"kind": "midi", **body}
-        self.config["tokenizers"][modality] = source.tokenizers[MODALITY].config()
-        embed_dim = self.config.get("embed_dim")
-        if embed_dim:
-            self.proj[modality] = nn.Linear(tower.width, embed_dim, bias=False)
+# -- the ``midi`` tower kind ------------------------------------------------------------------
+TOWER_KIND = "midi"
+TOWER_OPTIONS = {"pooler": False, "embed_dim": None, "pooling": "mean"}
+"""A MIDI tower is a MIDI-BERT model without pooler or projection: a tower encoder pools and
+projects its token states (``midi-text-tiny``: mean-pooled, projected to the shared space)."""
 
 
-def build_midi_text(config: dict[str, Any], directory: Path | None = None) -> MidiTextEncoder:
-    """Build a :class:`MidiTextEncoder`; tokenizer files (a warm-started text tower's
-    vocabulary) are read from ``directory``."""
-    from mmenc.builtin.towers import build_tower
-    from mmenc.registry import catalogue
-    from mmenc.specs import resolve
+def midi_tower(config: dict[str, Any], tokenizer: Any) -> MidiBertEncoder:
+    """Factory of the ``midi`` tower kind: a :class:`MidiBertEncoder` on the modality's
+    tokenizer (CP or Octuple), whose field sizes it must match. Configuration: a
+    :func:`mmenc_midi.recipes.midibert` configuration without ``tokenizers``."""
+    check_tokenizer(config, tokenizer)
+    return MidiBertEncoder({**config, "tokenizers": {MODALITY: tokenizer.config()}}, tokenizer)
 
-    cat = catalogue()
-    towers: dict[str, nn.Module] = {}
-    tokenizers: dict[str, Any] = {}
-    for modality, tower_cfg in config["towers"].items():
-        tok_cfg = config["tokenizers"][modality]
-        if tower_cfg.get("kind") == "midi":
-            body = {k: v for k, v in tower_cfg.items() if k != "kind"}
-            encoder = build_midibert({**body, "tokenizers": {MODALITY: tok_cfg}}, directory)
-            towers[modality], tokenizers[modality] = encoder, encoder.tokenizers[MODALITY]
-        else:
-            towers[modality] = build_tower(tower_cfg)
-            name = tok_cfg.get("tokenizer", modality)
-            tokenizers[modality] = resolve(cat.get("tokenizer", name).factory)(tok_cfg, directory)
-    fusion_cfg = dict(config.get("fusion") or {"name": "dual"})
-    fusion = resolve(cat.get("fusion", fusion_cfg.pop("name")).factory)(
-        widths={m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()}, **fusion_cfg)
-    return MidiTextEncoder("midi-text", config, towers, tokenizers, fusion)
+
+def midi_tower_from(source: Any) -> tuple[MidiBertEncoder, dict[str, Any], Any]:
+    """A ``midi`` tower started from a saved MIDI-BERT model (``midibert-*``, e.g. one
+    pretrained with ``compound-mlm``): its weights without its pooler and projection, its
+    configuration section and its tokenizer (``TowerEncoder.warm_start``)."""
+    if not isinstance(source, MidiBertEncoder):
+        raise ValueError(f"a {TOWER_KIND!r} tower starts from a MIDI-BERT model, got "
+                         f"{getattr(source, 'recipe', type(source).__name__)!r}")
+    body = {k: v for k, v in source.config.items() if k != "tokenizers"}
+    body.update(TOWER_OPTIONS)
+    tokenizer = source.tokenizers[MODALITY]
+    tower = midi_tower(body, tokenizer)
+    skip = ("pooler.", "proj.")
+    tower.load_state_dict({k: v for k, v in source.state_dict().items()
+                           if not k.startswith(skip)})
+    return tower, body, tokenizer

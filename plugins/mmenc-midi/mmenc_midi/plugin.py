@@ -17,10 +17,12 @@ from mmenc.specs import (
     ObjectiveSpec,
     ParitySpec,
     TokenizerSpec,
+    TowerSpec,
 )
 
 _P = "mmenc_midi"
 _BUILD = f"{_P}.model:build_midibert"
+_TOWERS = "mmenc.builtin.towers:build_tower_encoder"  # towers of registered kinds
 
 
 @hookimpl
@@ -37,6 +39,13 @@ def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None
                            "Octuple (Adversarial-MidiBERT): 8 fields per note"))
     register(TokenizerSpec("midi-remi", "midi", f"{_P}.tokenizers:remi_tokenizer",
                            "REMI through MidiTok, one token stream per file"))
+
+
+@hookimpl
+def mmenc_register_towers(register: Callable[[TowerSpec], None]) -> None:
+    register(TowerSpec("midi", f"{_P}.model:midi_tower",
+                       "MIDI-BERT on compound tokens (CP / Octuple), no pooler or projection",
+                       from_encoder=f"{_P}.model:midi_tower_from"))
 
 
 @hookimpl
@@ -61,7 +70,7 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     ):
         register(ModelSpec(name, ("midi",), _BUILD, f"{_P}.recipes:{config}", "dual",
                            description, tiny))
-    register(ModelSpec("midi-text-tiny", ("midi", "text"), f"{_P}.model:build_midi_text",
+    register(ModelSpec("midi-text-tiny", ("midi", "text"), _TOWERS,
                        f"{_P}.recipes:MIDI_TEXT_TINY", "dual",
                        "tiny MIDI <-> text dual encoder (MIDI-BERT CP tower, text tower)", True))
     register(ConverterSpec("midibert", f"{_P}.convert:convert_midibert",

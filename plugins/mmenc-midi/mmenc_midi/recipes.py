@@ -50,9 +50,9 @@ ADV_MIDIBERT_OCTUPLE_TINY = midibert("octuple", 32, 2, 2, 64, max_len=64, emb_di
 
 def midi_text(midi_tower: dict[str, Any], text_tower: dict[str, Any],
               text_tokenizer: dict[str, Any], embed_dim: int | None) -> dict[str, Any]:
-    """A MIDI <-> text dual encoder (``mmenc_midi.model.MidiTextEncoder``): ``midi_tower`` is a
-    :func:`midibert` configuration (its tokenizer is the MIDI tokenizer), both towers are
-    mean-pooled and projected to ``embed_dim``."""
+    """A MIDI <-> text dual encoder (a tower encoder of ``mmenc.builtin.towers`` with a ``midi``
+    tower): ``midi_tower`` is a :func:`midibert` configuration (its tokenizer is the MIDI
+    tokenizer), both towers are mean-pooled and projected to ``embed_dim``."""
     body = {k: v for k, v in midi_tower.items() if k != "tokenizers"}
     body.update(pooler=False, embed_dim=None, pooling="mean")
     return {"towers": {"midi": {"kind": "midi", **body}, "text": text_tower},

@@ -11,6 +11,7 @@ from pathlib import Path
 import mmenc
 import pytest
 import torch
+from mmenc.builtin.towers import TowerEncoder
 from mmenc.data import held_out
 from mmenc.train import pretrain
 
@@ -25,7 +26,7 @@ from mmenc_midi.data import (
     parse_book,
 )
 from mmenc_midi.midi import example_midi, load_midi, make_score
-from mmenc_midi.model import MidiBertEncoder, MidiTextEncoder
+from mmenc_midi.model import MidiBertEncoder
 from mmenc_midi.pairing import (
     KeyMeterScorer,
     RandomScorer,
@@ -171,7 +172,7 @@ def test_midi_text_warm_starts_its_midi_tower_from_midibert(tmp_path):
     torch.manual_seed(0)
     midibert = mmenc.create_model("midibert-cp-tiny").eval()
     model = mmenc.create_model("midi-text-tiny")
-    assert isinstance(model, MidiTextEncoder)
+    assert isinstance(model, TowerEncoder) and model.kinds["midi"] == "midi"
     model.warm_start("midi", midibert)
     model.eval()
     batch = model.tokenize(example_midi(), "midi")
