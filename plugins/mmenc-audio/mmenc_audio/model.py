@@ -139,6 +139,11 @@ class BEATsEncoder(Encoder):
             else nn.Identity()
 
     # -- the mmenc contract ------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """The width of the token states (the ``beats`` tower kind's width)."""
+        return int(self.config["trunk"]["dim"])
+
     def patch_tokens(self, patches: Tensor) -> Tensor:
         """[b n p*p] -> [b n e] patch embeddings after their LayerNorm."""
         return self.patch_norm(self.patch_embedding(patches))
@@ -229,3 +234,13 @@ class BEATsEncoder(Encoder):
 def build(config: dict[str, Any], directory: Path | None = None) -> BEATsEncoder:
     """The builder of the BEATs recipes."""
     return BEATsEncoder(config, directory)
+
+
+TOWER_KIND = "beats"
+
+
+def beats_tower(config: dict[str, Any], tokenizer: Any) -> BEATsEncoder:
+    """Factory of the ``beats`` tower kind: a :class:`BEATsEncoder` on the modality's fbank
+    tokenizer (``audio-text-tiny``'s audio tower). Configuration: a :func:`beats_config`
+    without ``tokenizers``."""
+    return BEATsEncoder({**config, "tokenizers": {MODALITY: tokenizer.config()}})

@@ -18,6 +18,7 @@ from mmenc.specs import (
     ObjectiveSpec,
     ParitySpec,
     TokenizerSpec,
+    TowerSpec,
 )
 
 _P = "mmenc_audio"
@@ -37,6 +38,12 @@ def mmenc_register_tokenizers(register: Callable[[TokenizerSpec], None]) -> None
                            f"{_P}.acoustic:build_acoustic_tokenizer",
                            "BEATs acoustic labels per patch: random projection or a trained "
                            "tokenizer"))
+
+
+@hookimpl
+def mmenc_register_towers(register: Callable[[TowerSpec], None]) -> None:
+    register(TowerSpec("beats", f"{_P}.model:beats_tower",
+                       "BEATs on fbank patches (no head, quantiser or projection)"))
 
 
 @hookimpl
@@ -60,7 +67,8 @@ def mmenc_register_models(register: Callable[[Any], None]) -> None:
     ):
         register(ModelSpec(name, ("audio",), f"{_P}.model:build", f"{_P}.recipes:{config}",
                            "dual", description, tiny))
-    register(ModelSpec("audio-text-tiny", ("audio", "text"), f"{_P}.audiotext:build_audio_text",
+    register(ModelSpec("audio-text-tiny", ("audio", "text"),
+                       "mmenc.builtin.towers:build_tower_encoder",
                        f"{_P}.recipes:AUDIO_TEXT_TINY", "dual",
                        "tiny audio-text dual encoder: BEATs audio tower + text tower", True))
     register(ConverterSpec("beats", f"{_P}.convert:convert_beats",
