@@ -421,19 +421,18 @@ def parity_cmd(fixture_dir: Path, as_json: bool, tol: float | None) -> None:
 @click.option("--pairing-steps", type=int, default=None,
               help="Pretraining steps of every plugin pairing [default: each one's own].")
 @click.option("--pairing", "pairings", multiple=True,
-              help="Run only this per-pairing job (repeatable): "
+              help="Run only this per-pairing job instead (repeatable): "
                    "image-text, code-text, midi-text, audio-text, vision-text.")
-@click.option("--bound", is_flag=True,
-              help="Train one bound model of every modality instead (docs/binding.md).")
 @click.option("--all", "all_pairings", is_flag=True,
-              help="With --bound: also run every per-pairing job after the bound model.")
+              help="After the bound model, also run every per-pairing job.")
 @click.option("--scale", type=float, default=1.0, show_default=True,
-              help="With --bound: multiply the bound model's training steps.")
+              help="Multiply the bound model's training steps (and, above 1, its items).")
 def demo_cmd(out: Path, limit: int | None, steps: int, pairing_steps: int | None,
-             pairings: tuple[str, ...], bound: bool, all_pairings: bool, scale: float) -> None:
-    """The main job: each modality pairing pretrained and evaluated on held-out real data
-    next to its baselines; with --bound, one bound model of images, code, speech, music and
-    MIDI trained against the packaged MiniLM (trained and emergent pairs)."""
+             pairings: tuple[str, ...], all_pairings: bool, scale: float) -> None:
+    """The main job: one bound model of images, code, speech, music audio and MIDI trained
+    against the packaged MiniLM, evaluated on held-out data (trained, direct and emergent
+    pairs, full and Matryoshka widths) next to baselines and chance; --pairing NAME runs one of
+    the per-pairing jobs (each modality pretrained with its seed recipe) instead."""
     from mmenc.demo import run_demo
 
     if scale <= 0:
@@ -443,7 +442,7 @@ def demo_cmd(out: Path, limit: int | None, steps: int, pairing_steps: int | None
         if value is not None and value <= 0:
             raise click.BadParameter("must be positive", param_hint=name)
     run_demo(out, limit=limit, steps=steps, echo=click.echo, pairing_steps=pairing_steps,
-             pairings=pairings, all_pairings=all_pairings, scale=scale, bound=bound)
+             pairings=pairings, all_pairings=all_pairings, scale=scale)
 
 
 if __name__ == "__main__":

@@ -172,11 +172,11 @@ def convert_minilm(out: Path, echo: Echo, step: str = "[1/4]",
 def run_demo(out: Path, limit: int | None = None, steps: int = 250,
              echo: Echo = print, pairing_steps: int | None = None,
              pairings: tuple[str, ...] = (), all_pairings: bool = False,
-             scale: float = 1.0, bound: bool = False) -> dict[str, Any]:
-    """The main job: every per-pairing job (:func:`run_pairings`, each its own model), or only
-    those in ``pairings``; with ``bound``, one bound model of every modality
-    (:mod:`mmenc.bind.job`) with its table and report under ``out`` instead, followed by every
-    per-pairing job when ``all_pairings``.
+             scale: float = 1.0) -> dict[str, Any]:
+    """The main job: one bound model of every modality (:mod:`mmenc.bind.job`) with its table
+    and report under ``out``, followed by every per-pairing job (each its own model, under
+    ``out/pairings``) when ``all_pairings``; with ``pairings``, only those per-pairing jobs
+    (:func:`run_pairings`).
 
     ``scale`` multiplies the bound model's training steps; ``steps``, ``pairing_steps`` and
     ``limit`` are the pairings' (see :func:`run_pairings`)."""
@@ -186,8 +186,8 @@ def run_demo(out: Path, limit: int | None = None, steps: int = 250,
     unknown = [p for p in pairings if p not in PAIRING_NAMES]
     if unknown:
         raise UnknownNameError("pairing", unknown[0], PAIRING_NAMES)
-    if pairings or not bound:
-        return run_pairings(out, limit, steps, echo, pairing_steps, names=pairings or None)
+    if pairings:
+        return run_pairings(out, limit, steps, echo, pairing_steps, names=pairings)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _, folder, minilm_dir, check = convert_minilm(out, echo)

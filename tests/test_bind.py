@@ -281,7 +281,7 @@ def test_demo_rejects_an_unknown_pairing(tmp_path):
         run_demo(tmp_path, pairings=("no-such-pairing",))
 
 
-def test_demo_runs_the_pairings_unless_bound(tmp_path, monkeypatch):
+def test_demo_runs_the_bound_job_unless_pairings_are_named(tmp_path, monkeypatch):
     import mmenc.bind.job as job
     import mmenc.demo as demo
 
@@ -289,10 +289,12 @@ def test_demo_runs_the_pairings_unless_bound(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "run_pairings", lambda *a, **k: calls.append("pairings") or {})
     monkeypatch.setattr(demo, "convert_minilm", lambda out, echo: (None, tmp_path, tmp_path, 0.0))
     monkeypatch.setattr(job, "run_bind_job", lambda *a, **k: calls.append("bound") or {})
-    demo.run_demo(tmp_path / "a")
+    demo.run_demo(tmp_path / "a", pairings=("code-text",))
     assert calls == ["pairings"]
-    demo.run_demo(tmp_path / "b", bound=True, all_pairings=True)
-    assert calls == ["pairings", "bound", "pairings"]
+    demo.run_demo(tmp_path / "b")
+    assert calls == ["pairings", "bound"]
+    demo.run_demo(tmp_path / "c", all_pairings=True)
+    assert calls == ["pairings", "bound", "bound", "pairings"]
 
 
 @pytest.mark.parametrize("args", [["--scale", "0"], ["--steps", "-1"], ["--pairing-steps", "0"]])
@@ -304,3 +306,54 @@ def test_demo_refuses_non_positive_options(args):
     result = CliRunner().invoke(main, ["demo", *args])
     assert result.exit_code == 2
     assert "must be positive" in result.output
+
+
+def test_frozen_code_tower_starts_in_the_hub_space_and_keeps_its_encoder(hub_dir, tmp_path):
+    """A code tower copied from the hub, frozen, its projection started at the rotation: at
+    step 0 it embeds a text exactly as the hub does; training moves only the projection, and
+    the encoder's embeddings are computed once and read from the cache on the next run."""
+    from safetensors.torch import load_file
+
+    rows = [{"code": f"def {name}(x):\n    return x {op} 1", "text": f"{verb} one"}
+            for name, op, verb in (("inc", "+", "add"), ("dec", "-", "subtract"),
+                                   ("dbl", "*", "multiply by"), ("half", "/", "divide by"))]
+
+    def run(steps: int, out: Path, lr: float = 1e-2) -> Path:
+        spec = {"tower": {"from": str(hub_dir), "modality": "text"}, "train": rows,
+                "steps": steps, "batch_size": 4, "lr": lr, "warmup": 1,
+                "freeze_encoder": True, "projection_init": "rotation"}
+        lines: list[str] = []
+        result = train_bound({"hub": {"name": "model", "path": str(hub_dir)}, "dims": [8],
+                              "output_dir": str(out), "cache_dir": str(tmp_path / "cache"),
+                              "modalities": {"code": spec}}, echo=lines.append)
+        assert any("encoder frozen, 4 embeddings computed once" in x for x in lines)
+        return result.model_dir
+
+    start = mmenc.load(run(1, tmp_path / "a", lr=0.0))
+    codes = [r["code"] for r in rows]
+    assert torch.allclose(start.encode(codes, "code"), start.encode(codes, "text"), atol=1e-5)
+    cached = HubCache(tmp_path / "cache", "unused")
+    entries = len(cached.index)
+    trained_dir = run(30, tmp_path / "b")
+    assert len(HubCache(tmp_path / "cache", "unused").index) == entries  # read, not recomputed
+    hub_weights = load_file(str(hub_dir / "model.safetensors"))
+    tower_weights = load_file(str(trained_dir / "towers/code/encoder/model.safetensors"))
+    assert hub_weights.keys() == tower_weights.keys()
+    assert all(torch.equal(hub_weights[k], tower_weights[k]) for k in hub_weights)
+    trained = mmenc.load(trained_dir)
+    assert not torch.allclose(trained.encode(codes, "code"), start.encode(codes, "code"))
+    scores = trained.encode(codes, "code") @ trained.encode([r["text"] for r in rows], "text").T
+    assert (scores.argmax(1) == torch.arange(4)).float().mean() >= 0.75
+
+
+def test_projection_init_needs_a_tower_as_wide_as_the_hub(hub_dir, images, tmp_path):
+    from mmenc.errors import ConfigError
+
+    cfg = config(hub_dir, tmp_path, images)
+    cfg["modalities"]["image"]["tower"]["overrides"] = {"embed_dim": 16}
+    cfg["modalities"]["image"]["projection_init"] = "rotation"
+    with pytest.raises(ConfigError, match="as wide as the hub"):
+        train_bound(cfg, echo=lambda _: None)
+    cfg["modalities"]["image"]["projection_init"] = "identity"
+    with pytest.raises(ConfigError, match="projection_init"):
+        train_bound(cfg, echo=lambda _: None)

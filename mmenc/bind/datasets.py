@@ -67,18 +67,41 @@ def emoji(out: Path) -> dict[str, Any]:
     return {"train": _rows(train), "test": _rows(test), "missing": missing}
 
 
-def code(limit_text: int = 400) -> dict[str, Any]:
+def code(limit_text: int = 400, out: Path | None = None) -> dict[str, Any]:
     """Standard-library functions <-> the first paragraph of their docstrings; docstrings are
-    cut at ``limit_text`` characters."""
-    from mmenc.data.stdlib import stdlib_pairs
+    cut at ``limit_text`` characters. With ``out``, the parsed pairs are kept in
+    ``out/stdlib-pairs.json`` (keyed by the library's folder and Python version) and read from
+    there next time."""
+    import sys
 
-    pairs = stdlib_pairs()
+    from mmenc.data.stdlib import stdlib_pairs, stdlib_root
 
-    def row(p: Any) -> dict[str, Any]:
-        return {"code": p.code, "text": p.docstring[:limit_text], "module": p.module}
+    key = f"{stdlib_root()} {sys.version}"
+    cached = out / "stdlib-pairs.json" if out is not None else None
+    rows: list[dict[str, Any]] | None = None
+    if cached is not None and cached.is_file():
+        try:
+            stored = json.loads(cached.read_text(encoding="utf-8"))
+            if stored.get("key") == key:
+                rows = stored["rows"]
+        except (ValueError, KeyError, TypeError):
+            rows = None
+    if rows is None:
+        from mmenc.data import held_out
 
-    return {"train": [row(p) for p in pairs if not p.test],
-            "test": [row(p) for p in pairs if p.test]}
+        rows = [{"code": p.code, "docstring": p.docstring, "module": p.module,
+                 "test": held_out(p.module)} for p in stdlib_pairs()]
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "rows": rows}), encoding="utf-8")
+            tmp.replace(cached)
+
+    def row(p: dict[str, Any]) -> dict[str, Any]:
+        return {"code": p["code"], "text": p["docstring"][:limit_text], "module": p["module"]}
+
+    return {"train": [row(p) for p in rows if not p["test"]],
+            "test": [row(p) for p in rows if p["test"]]}
 
 
 def folk(out: Path) -> dict[str, Any]:
@@ -96,9 +119,9 @@ def folk(out: Path) -> dict[str, Any]:
             "skipped": data.skipped}
 
 
-def music(out: Path, n_train: int, n_test: int) -> dict[str, Any]:
-    """MIDI snippets <-> their renders (random GM instrument, random 0-2 s offset), with the
-    tune's text."""
+def music(out: Path, n_train: int, n_test: int, seconds: float = 6.0) -> dict[str, Any]:
+    """MIDI snippets of ``seconds`` <-> their renders (random GM instrument, random 0-2 s
+    offset), with the tune's text."""
     try:
         from mmenc_audio.musicsets import midi_audio_pairs
         from mmenc_audio.render import find_soundfont
@@ -107,7 +130,7 @@ def music(out: Path, n_train: int, n_test: int) -> dict[str, Any]:
             from None
     if find_soundfont() is None:
         raise Unavailable("music: no General MIDI SoundFont installed (timgm6mb-soundfont)")
-    rows = midi_audio_pairs(out, n_train=n_train, n_test=n_test)
+    rows = midi_audio_pairs(out, n_train=n_train, n_test=n_test, seconds=seconds)
     return {"train": [r for r in rows if r["split"] == "train"],
             "test": [r for r in rows if r["split"] == "test"], "skipped": rows.skipped}
 

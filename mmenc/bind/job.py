@@ -93,7 +93,7 @@ def build_data(out: Path, echo: Echo, sizes: dict[str, int]) -> dict[str, Any]:
     data: dict[str, Any] = {"skipped": {}}
     t0 = time.perf_counter()
     for name, build in (("emoji", lambda: datasets.emoji(out / "emoji")),
-                        ("code", datasets.code),
+                        ("code", lambda: datasets.code(out=out)),
                         ("folk", lambda: datasets.folk(out)),
                         ("music", lambda: datasets.music(out, sizes["music_train"],
                                                          sizes["music_test"]))):
@@ -137,12 +137,21 @@ def bind_config(data: dict[str, Any], specs: dict[str, Any], out: Path,
     modalities: dict[str, Any] = {}
     if "emoji" in data:
         modalities["image"] = {"tower": specs["image"], "train": data["emoji"]["train"],
-                               "steps": steps["image"], "batch_size": 128, "lr": 1e-3,
+                               "steps": steps["image"], "batch_size": 96, "lr": 1e-3,
                                "warmup": 20}
     if "code" in data:
-        modalities["code"] = {"tower": specs["code"], "train": data["code"]["train"],
-                              "steps": steps["code"], "batch_size": 32, "lr": 3e-5,
-                              "warmup": 5, "weight_decay": 0.01, "augment": False}
+        rows = data["code"]["train"]
+        rows = random.Random(0).sample(rows, min(steps["code_items"], len(rows)))
+        if steps["code_finetune"]:  # the whole tower, from MiniLM
+            modalities["code"] = {"tower": specs["code"], "train": rows,
+                                  "steps": steps["code"], "batch_size": 32, "lr": 3e-5,
+                                  "warmup": 5, "weight_decay": 0.01, "augment": False,
+                                  "projection_init": "rotation"}
+        else:  # MiniLM frozen (its embeddings computed once), a linear map trained
+            modalities["code"] = {"tower": specs["code"], "train": rows,
+                                  "steps": steps["code"], "batch_size": 256, "lr": 1e-3,
+                                  "warmup": 10, "weight_decay": 0.0, "augment": False,
+                                  "freeze_encoder": True, "projection_init": "rotation"}
     audio_rows = [{"audio": r["audio"], "text": r["text"]}
                   for key in ("speech", "music") if key in data for r in data[key]["train"]]
     if audio_rows and "audio" in specs:
@@ -303,15 +312,18 @@ def run_bind_job(out: Path, minilm_dir: Path, echo: Echo = print, scale: float =
                  steps: dict[str, int] | None = None) -> dict[str, Any]:
     """Steps 2-4 of the module docstring; ``minilm_dir`` is the converted MiniLM."""
     start = time.perf_counter()
-    steps = {"image": 400, "code": 60, "audio": 300, "midi": 300, "pair": 150,
+    steps = {"image": 220, "code": 200, "audio": 160, "midi": 220, "pair": 80,
              **(steps or {})}
     steps = {k: max(1, round(v * scale)) for k, v in steps.items()}
-    steps["midi_items"] = 4000  # training tunes (of ~12,000): their texts go through the hub
-    sizes = {"music_train": 1500, "music_test": 500, "spoken_names": 1000, "spoken_docs": 400,
-             "emergent_docs": 300, "per_text": 2}
+    # training items: their texts go through the hub once; more with a larger scale
+    steps["midi_items"] = min(12000, round(2500 * max(1.0, scale)))
+    steps["code_items"] = min(5000, round(2000 * max(1.0, scale)))
+    steps["code_finetune"] = int(scale >= 4)
+    sizes = {"music_train": min(3000, round(1000 * max(1.0, scale))), "music_test": 500,
+             "spoken_names": 800, "spoken_docs": 300, "emergent_docs": 300, "per_text": 1}
     echo("[2/4] data")
     data = build_data(out / "data", echo, sizes)
-    specs = tower_specs(shorter_copy(minilm_dir, out / "minilm-code", 128), audio_seconds=5.0)
+    specs = tower_specs(shorter_copy(minilm_dir, out / "minilm-code", 128), audio_seconds=4.0)
     config = bind_config(data, specs, out, steps)
     chroma = chroma_baseline(data)
     echo(f"[3/4] train {', '.join(config['modalities'])} against the frozen MiniLM hub"

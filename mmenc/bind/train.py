@@ -32,6 +32,7 @@ of manifest paths) and :func:`add_modality`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,9 @@ class ModalityConfig:
     weight_decay: float = 0.05
     warmup: int = 10
     augment: bool = True
+    freeze_encoder: bool = False  # train only the projection, over the encoder's embeddings
+                                  # computed once (no augmentation then)
+    projection_init: str = "random"  # or "rotation": start in the hub's own (rotated) space
 
 
 @dataclass
@@ -109,6 +113,10 @@ class BindConfig:
             raise ConfigError("bind config: negatives must be 'cache' or 'batch'")
         if config.schedule not in ("together", "sequential"):
             raise ConfigError("bind config: schedule must be 'together' or 'sequential'")
+        for m, c in config.modalities.items():
+            if c.projection_init not in ("random", "rotation"):
+                raise ConfigError(f"bind config: {m}.projection_init must be 'random' or "
+                                  f"'rotation', got {c.projection_init!r}")
         for p in config.pairs:
             if len(p.modalities) != 2:
                 raise ConfigError(f"bind config: a pair names two modalities, got {p.modalities}")
@@ -182,14 +190,56 @@ def principal_rotation(vectors: Tensor) -> Tensor:
     return vecs.flip(1).float()
 
 
+def frozen_embeddings(tower: Any, items: list[Any], cache_dir: Path | None = None,
+                      batch_size: int = 64) -> Tensor:
+    """The pooled embeddings (unit length) of a frozen tower encoder for every item, before
+    the projection, computed once in batches of similar length. Text items (code) are kept in
+    a :class:`~mmenc.bind.cache.HubCache` under ``cache_dir`` keyed by the encoder's weights,
+    configuration and the text, so the next run reads them."""
+    import json
+
+    from mmenc.bind.cache import HubCache, hub_id
+
+    def embed(batch: list[Any]) -> Tensor:
+        was = tower.encoder.training
+        tower.encoder.eval()
+        with torch.no_grad():
+            out = tower.encoder.embed(tower.tokenizer(batch), tower.inner).float()
+        tower.encoder.train(was)
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def size(item: Any) -> int:
+        return len(item) if hasattr(item, "__len__") else 0
+
+    order = sorted(range(len(items)), key=lambda i: size(items[i]))
+    if cache_dir is not None and all(isinstance(x, str) for x in items):
+        config = json.dumps(tower.encoder.config, sort_keys=True, default=str)
+        key = f"tower {tower.inner} {hub_id(tower.encoder)} {config}"
+        cache = HubCache(cache_dir, hashlib.sha256(key.encode()).hexdigest())
+        vectors = cache.vectors([items[i] for i in order], embed, batch_size)
+        out = torch.empty_like(vectors)
+        out[order] = vectors
+        return out
+    parts = [embed([items[i] for i in order[s:s + batch_size]])
+             for s in range(0, len(order), batch_size)]
+    out = torch.empty(len(items), parts[0].shape[-1])
+    out[order] = torch.cat(parts)
+    return out
+
+
 class _ModalityState:
     def __init__(self, name: str, cfg: ModalityConfig, tower: Any, items: list[Any],
                  text_rows: Tensor, candidates: Tensor, loss: HubLoss,
-                 gen: torch.Generator) -> None:
+                 gen: torch.Generator, cache_dir: Path | None = None) -> None:
         self.name, self.cfg, self.tower, self.items = name, cfg, tower, items
         self.text_rows, self.candidates, self.loss = text_rows, candidates, loss
         self.stream = _Stream(len(items), cfg.batch_size, gen)
-        self.augment = augmenter(name) if cfg.augment else None
+        self.augment = augmenter(name) if cfg.augment and not cfg.freeze_encoder else None
+        self.features: Tensor | None = None
+        if cfg.freeze_encoder:
+            for p in tower.encoder.parameters():
+                p.requires_grad_(False)
+            self.features = frozen_embeddings(tower, items, cache_dir)
         params = [p for p in tower.parameters() if p.requires_grad] + list(loss.parameters())
         self.optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.gen = gen
@@ -204,7 +254,10 @@ class _ModalityState:
 
     def loss_of(self, negatives: str) -> Tensor:
         index = self.stream.next()
-        emb = self.tower(self.batch(index))  # [b e]
+        if self.features is not None:
+            emb = self.tower.proj(self.features[index])
+        else:
+            emb = self.tower(self.batch(index))  # [b e]
         labels = self.text_rows[index]
         if negatives == "batch":
             rows, labels = labels.unique(return_inverse=True)
@@ -293,9 +346,21 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
         distinct = list(dict.fromkeys(texts))
         local = {t: i for i, t in enumerate(distinct)}
         candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation  # type: ignore[operator]
+        if c.projection_init == "rotation":
+            proj = model.towers[m].proj  # type: ignore[union-attr]
+            if tuple(proj.weight.shape) != (model.hub_dim, model.hub_dim):
+                raise ConfigError(f"bind config: {m}.projection_init 'rotation' needs a tower "
+                                  f"as wide as the hub ({model.hub_dim}), got "
+                                  f"{proj.weight.shape[1]}")
+            with torch.no_grad():
+                proj.weight.copy_(model.rotation.T)  # type: ignore[operator]
+        t_feat = time.perf_counter()
         states[m] = _ModalityState(m, c, model.towers[m], items,
                                    torch.tensor([local[t] for t in texts]), candidates,
-                                   HubLoss(cfg.loss, model.dims), gen)
+                                   HubLoss(cfg.loss, model.dims), gen, cache.directory)
+        if c.freeze_encoder:
+            echo(f"  {m}: encoder frozen, {len(items)} embeddings computed once "
+                 f"({time.perf_counter() - t_feat:.0f} s)")
     pairs = []
     for pc in cfg.pairs:
         missing = [m for m in pc.modalities if m not in model.towers]

@@ -20,12 +20,14 @@ relative to the corpus) as the group key: the tunes of a held-out book are never
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -290,13 +292,21 @@ def folk_tunes(cache: Path, root: Path | None = None, books: Iterable[Path] | No
                             len(books))
     pairs: list[FolkPair] = []
     skipped: Counter[str] = Counter()
-    for path in books:
+
+    def convert(path: Path) -> tuple[list[Tune], dict[int, Path]]:
         preamble, tunes = parse_book(path, root)
         tunes = tunes[:max_tunes] if max_tunes is not None else tunes
         if not tunes:
+            return [], {}
+        return tunes, convert_book(preamble, tunes, cache / _slug(tunes[0].book))
+
+    # abc2midi runs as a subprocess per book: two at a time; results are read in book order
+    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        converted = list(pool.map(convert, books))
+    for tunes, made in converted:
+        if not tunes:
             continue
         test = held_out(tunes[0].book)
-        made = convert_book(preamble, tunes, cache / _slug(tunes[0].book))
         for t in tunes:
             midi = made.get(t.number)
             if midi is None:
