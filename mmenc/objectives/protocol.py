@@ -153,7 +153,7 @@ def _untaken(cls: type, params: Collection[str]) -> list[str]:
     ``**kwargs``)."""
     import inspect
 
-    for method in (getattr(cls, "for_model", None), cls.__init__):
+    for method in (getattr(cls, "for_model", None), cls):  # a class: its constructor
         if method is None:
             continue
         taken = inspect.signature(method).parameters
