@@ -70,11 +70,41 @@ def bridgetower_emoji(vocab: Path, dim: int = 128, image_size: int = 64,
     return config
 
 
+MINILM = {"dim": 384, "depth": 6, "heads": 12, "ffn_dim": 1536}
+"""The shapes of the packaged all-MiniLM-L6-v2, which the ALBEF text and fusion layers take."""
+
+
+def albef_minilm(vocab: Path, text_layers: int = 3, dim: int = 128, image_size: int = 64,
+                 patch: int = 8, queue_size: int = 1024) -> dict[str, Any]:
+    """ALBEF with MiniLM's shapes on the text side: ``text_layers`` text + ``6 - text_layers``
+    fusion layers (width 384, 12 heads, FFN 1536, bert-base-uncased's vocabulary), the
+    :func:`albef_emoji` ViT (width ``dim``) and ITC width 128. Random weights; a
+    ``warm_start: {text: MINILM_DIR}`` in the model section starts the text and fusion
+    layers from the converted MiniLM."""
+    if not 1 <= text_layers < MINILM["depth"]:
+        raise ValueError(f"text_layers must be 1 .. {MINILM['depth'] - 1}, got {text_layers}")
+    config = albef_config(text_layers, MINILM["depth"] - text_layers, MINILM["dim"],
+                          MINILM["heads"], MINILM["ffn_dim"],
+                          vit_tower(dim, 4, 4, 4 * dim, image_size, patch), 128,
+                          vocab_size=WORDPIECE["size"], max_length=32,
+                          text_tok=text_tokenizer(vocab), image_tok=image_tokenizer(image_size),
+                          queue_size=queue_size,
+                          special_ids=(WORDPIECE["pad"], WORDPIECE["cls"], WORDPIECE["mask"]))
+    config["init"] = "fan-in"
+    return config
+
+
 def pretrain_config(recipe: str, overrides: dict[str, Any], train: Path, out: Path,
-                    steps: int, batch_size: int = 64, lr: float = 3e-4) -> dict[str, Any]:
+                    steps: int, batch_size: int = 64, lr: float = 3e-4,
+                    warm_start: dict[str, str] | None = None,
+                    alpha_ramp_steps: int | None = None) -> dict[str, Any]:
+    objective: dict[str, Any] = {"name": "vision-text-pretraining",
+                                 "modalities": ["text", "image"]}
+    if alpha_ramp_steps is not None:
+        objective["config"] = {"alpha_ramp_steps": alpha_ramp_steps}
     return {
-        "model": {"recipe": recipe, "overrides": overrides},
-        "objectives": [{"name": "vision-text-pretraining", "modalities": ["text", "image"]}],
+        "model": {"recipe": recipe, "overrides": overrides, "warm_start": warm_start or {}},
+        "objectives": [objective],
         "data": {"train": str(train)},
         "batch_size": batch_size, "steps": steps, "log_every": 25, "seed": 0,
         "optim": {"lr": lr, "warmup_steps": max(1, steps // 20), "weight_decay": 0.02,
@@ -166,3 +196,89 @@ def demo(out: Path, minilm: Path | None, steps: int | None, echo: Echo) -> dict[
     out = Path(out)
     return run(out, packaged_minilm() / "vocab.txt", DEFAULT_STEPS if steps is None else steps,
                echo, data=out.parent / "data")
+
+
+INIT_VARIANTS = {
+    "scratch 3+3": {"text_layers": 3, "warm": False},
+    "MiniLM 3+3": {"text_layers": 3, "warm": True},
+    "MiniLM 4+2": {"text_layers": 4, "warm": True},
+}
+"""ALBEF with MiniLM's shapes: from random weights, or its text and fusion layers from MiniLM
+(text + fusion layers)."""
+
+
+def run_init(out: Path, minilm: Path, steps: int = 200, batch_size: int = 64,
+             variants: tuple[str, ...] = tuple(INIT_VARIANTS), lr: float = 1e-4,
+             rerank: int = RERANK, curve: int = 0, echo: Echo = print,
+             data: Path | None = None) -> dict[str, Any]:
+    """ALBEF from scratch against ALBEF whose text and fusion layers start from MiniLM, on
+    the emoji split: each of ``variants`` (keys of :data:`INIT_VARIANTS`) pretrains
+    ``steps`` of ``batch_size`` pairs at ``lr`` with ALBEF's distillation ramp over the
+    first epoch, then retrieves the held-out emoji both ways by ITC, and with each query's
+    ITC top ``rerank`` re-ranked by the ITM probability (ALBEF's retrieval). ``minilm`` is
+    the converted MiniLM folder (:func:`mmenc.demo.convert_minilm`).
+    ``curve`` > 0 also keeps that many evenly spaced checkpoints of each run and reports
+    their held-out ITC R@1."""
+    from mmenc.data.emoji import write_emoji_manifests
+    from mmenc.model import load
+    from mmenc.retrieval.evaluate import evaluate_retrieval, read_manifest, write_report
+    from mmenc.train import pretrain_afresh
+
+    out = Path(out)
+    data = out / "data" if data is None else Path(data)
+    train, test, _ = write_emoji_manifests(data)
+    pairs = [{"image": str(data / row["image"]), "text": row["text"]}
+             for row in read_manifest(test)]
+    n_train = sum(1 for _ in train.open())
+    epoch = max(1, n_train // batch_size)
+    from mmenc.demo import EMOJI_BASELINES, packaged_minilm
+
+    vocab = packaged_minilm() / "vocab.txt"  # the scratch models' WordPiece: MiniLM's own
+
+    baselines = {name: {"image->text": m} for name, m in EMOJI_BASELINES.items()}
+    results: dict[str, Any] = {"task": "emoji image <-> name (held-out emoji)",
+                               "train_items": n_train, "test_items": len(pairs),
+                               "steps": steps, "batch_size": batch_size, "lr": lr,
+                               "alpha_ramp_steps": epoch, "rerank": rerank}
+    for name in variants:
+        variant = INIT_VARIANTS[name]
+        run_dir = out / name.replace(" ", "-").replace("+", "p")
+        config = pretrain_config("albef-tiny", albef_minilm(vocab, int(variant["text_layers"])),
+                                 train, run_dir, steps, batch_size, lr,
+                                 {"text": str(minilm)} if variant["warm"] else None, epoch)
+        if curve:
+            config["checkpoint"] = {"every": -(-steps // curve), "keep": curve}
+        result, seconds = pretrain_afresh(config)
+        metrics = result.metrics
+        echo(f"  {name}: {result.step} steps in {seconds:.0f} s (" + ", ".join(
+            f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items()
+            if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm", "mlm_acc")) + ")")
+        model = load(result.model_dir).eval()
+        full = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
+                                  echo=lambda _: None)  # ALBEF's rule: ITM probability
+        write_report(full, run_dir / "retrieval", baselines)
+        report = {"itc": full["metrics"], "itm": full.get("metrics_rerank"),
+                  "rerank": full.get("rerank"), "counts": full["counts"]}
+        entry: dict[str, Any] = {"seconds": round(seconds, 1), "model": str(result.model_dir),
+                                 "train_metrics": metrics, **report}
+        if curve:
+            points = {}
+            for ckpt in sorted(run_dir.glob("ckpt-*")):
+                step = int(ckpt.name.split("-")[-1])
+                m = evaluate_retrieval(load(ckpt / "model").eval(), pairs, "image", "text",
+                                       batch_size=64, echo=lambda _: None)["metrics"]
+                points[step] = {d: m[d]["R@1"] for d in ("image->text", "text->image")}
+            entry["curve"] = points
+            echo("    held-out ITC R@1 by step: " + ", ".join(
+                f"{s}: {p['image->text']:.3f} / {p['text->image']:.3f}"
+                for s, p in points.items()))
+        results[name] = entry
+        for direction in ("image->text", "text->image"):
+            cells = []
+            for label, key in (("ITC", "itc"), (f"top-{rerank} ITM", "itm")):
+                m = (report.get(key) or {}).get(direction)
+                if m:
+                    cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
+            echo(f"    {direction}: " + " | ".join(cells))
+    results["baselines"] = EMOJI_BASELINES
+    return results
