@@ -22,27 +22,39 @@ class Unavailable(RuntimeError):
 def at_16k(paths: list[str], out: Path) -> list[str]:
     """Copies of audio files resampled once to 16 kHz (the audio tower's rate), so that
     training does not resample espeak-ng's 22.05 kHz clips at every step; files already at
-    16 kHz are returned as they are. A copy is named by its source's name and made once."""
+    16 kHz are returned as they are. A copy (16-bit WAV) is named by its source's name and made
+    once; one resampling kernel per source rate, two files at a time."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     import soundfile as sf
     import torch
-    import torchaudio.functional as AF
+    import torchaudio
 
     out.mkdir(parents=True, exist_ok=True)
-    done = []
-    for path in paths:
+    kernels: dict[int, Any] = {}
+
+    def convert(path: str) -> str:
         info = sf.info(path)
         if info.samplerate == 16000:
-            done.append(path)
-            continue
-        target = out / (Path(path).stem + ".flac")
+            return path
+        target = out / (Path(path).stem + ".wav")
         if not target.is_file():
             data, rate = sf.read(path, dtype="float32", always_2d=True)
-            mono = torch.from_numpy(data.mean(axis=1))
-            tmp = target.with_suffix(".tmp.flac")
-            sf.write(tmp, AF.resample(mono, rate, 16000).numpy(), 16000)
+            if rate not in kernels:
+                kernels[rate] = torchaudio.transforms.Resample(rate, 16000)
+            with torch.no_grad():
+                mono = kernels[rate](torch.from_numpy(data.mean(axis=1)))
+            tmp = target.with_name(f"{target.stem}.{os.getpid()}-{threading.get_ident()}.tmp.wav")
+            sf.write(tmp, mono.clamp(-1, 1).numpy(), 16000, subtype="PCM_16")
             tmp.replace(target)
-        done.append(str(target))
-    return done
+        return str(target)
+
+    for path in paths[:1]:  # the kernels are made before the threads share them
+        convert(path)
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(convert, paths))
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

@@ -335,8 +335,10 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
         echo(f"  {m}: {len(items)} training items ({len(rows) - len(items)} refused), "
              f"{len(set(loaded[m][1]))} distinct texts")
     all_texts = list(dict.fromkeys(t for _, texts in loaded.values() for t in texts))
+    t_hub = time.perf_counter()
     vectors = cache.vectors(all_texts, embed_texts) if all_texts else torch.zeros(0)
-    echo(f"  hub cache: {cache.misses} texts embedded, {cache.hits} found in the cache")
+    echo(f"  hub cache: {cache.misses} texts embedded, {cache.hits} found in the cache "
+         f"({time.perf_counter() - t_hub:.0f} s)")
     if base is None and len(all_texts) > model.hub_dim:
         model.rotation.copy_(principal_rotation(vectors))  # type: ignore[operator]
     row_of = {t: i for i, t in enumerate(all_texts)}
