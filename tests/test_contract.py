@@ -40,6 +40,11 @@ def test_fusion(spec):
     testing.check_fusion(spec)
 
 
+@pytest.mark.parametrize("spec", _specs("tower"))
+def test_tower(spec):
+    testing.check_tower(spec)
+
+
 @pytest.mark.parametrize("spec", _specs("objective"))
 def test_objective(spec):
     testing.check_objective(spec)

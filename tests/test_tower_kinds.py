@@ -294,3 +294,33 @@ def test_timm_weights_in_other_formats_or_other_shapes_are_refused(tmp_path):
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
     with pytest.raises(CheckpointError, match="does not hold vit_tiny_patch16_224 weights"):
         mmenc.create_model("timm-clip-tiny", towers={"image": {"pretrained_file": str(path)}})
+
+
+# -- the contract check of tower kinds ----------------------------------------------------------
+class WideClaim(BagTower):
+    @property
+    def width(self) -> int:
+        return self.table.embedding_dim + 1
+
+
+class NoStates(BagTower):
+    def forward_features(self, batch: TokenBatch, *,
+                         output_hidden_states: bool = False) -> Features:
+        return super().forward_features(batch)
+
+
+@pytest.mark.parametrize(("cls", "message"), [
+    (BagTower, None),
+    (WideClaim, r"expected Features with hidden \[\d+ n 17\] \(width 17\)"),
+    (NoStates, "output_hidden_states=True gave no hidden_states"),
+])
+def test_check_tower_catches_a_tower_that_breaks_the_protocol(cls, message):
+    from mmenc.testing import check_tower
+
+    spec = TowerSpec("bag", lambda config, tokenizer: cls(261, 16))
+    tokenizer = {"tokenizer": "text", "kind": "bytes", "max_length": 32}
+    if message is None:
+        check_tower(spec, "text", {}, tokenizer)
+        return
+    with pytest.raises(AssertionError, match=message):
+        check_tower(spec, "text", {}, tokenizer)

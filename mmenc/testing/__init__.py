@@ -1,4 +1,5 @@
-"""Contract checks that every registered modality, tokenizer, fusion, objective and model passes.
+"""Contract checks that every registered modality, tokenizer, fusion, tower kind, objective and
+model passes.
 
 Each check raises ``AssertionError`` naming the spec and what broke. A check with nothing to
 test for a spec (padding a model whose batches are all continuous and unmasked) raises
@@ -24,6 +25,10 @@ The contracts:
 - fusion: ``factory(widths={modality: width}, **config)`` is a module mapping
   ``{modality: Features}`` to ``{modality: Features}`` with finite ``[b n d]`` states, where pad
   tokens change nothing at real tokens.
+- tower kind: ``factory(config, tokenizer)`` (config and tokenizer of the first tiny recipe
+  with a tower of that kind) is a :class:`~mmenc.batch.Tower` whose ``forward_features`` gives
+  finite ``[b n width]`` states on the modality's examples, a fitting mask, ``pooled [b width]``
+  when there is one, and every layer's states when asked.
 - objective: ``factory(**config)`` is a module whose ``example_inputs()`` returns a dict of
   keyword arguments and whose ``forward(**inputs)`` returns ``(loss, logs)``: ``loss`` a finite
   scalar tensor whose gradient reaches every trainable parameter and at least one floating
@@ -52,6 +57,7 @@ from mmenc.testing.components import (
     check_objective,
     check_token_batch,
     check_tokenizer,
+    check_tower,
 )
 from mmenc.testing.models import (
     MODEL_CHECKS,
@@ -67,7 +73,7 @@ from mmenc.testing.models import (
 
 __all__ = [
     "ATOL", "GRAD_ATOL", "PAD", "MODEL_CHECKS", "model_checks", "check_modality",
-    "check_tokenizer", "check_token_batch", "check_fusion", "check_objective",
+    "check_tokenizer", "check_token_batch", "check_fusion", "check_tower", "check_objective",
     "check_model", "check_name", "check_model_builds_offline", "check_model_finite",
     "check_model_padding", "check_model_grad_checkpointing", "check_model_all_params_get_grad",
     "check_model_save_load", "check_model_config_roundtrip", "with_plugins",

@@ -1,4 +1,4 @@
-"""Contract checks of modalities, tokenizers, fusions and objectives."""
+"""Contract checks of modalities, tokenizers, fusions, tower kinds and objectives."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from torch import Tensor, nn
 
 from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.errors import InputError
-from mmenc.specs import FusionSpec, ModalitySpec, ObjectiveSpec, TokenizerSpec, resolve
+from mmenc.specs import (
+    FusionSpec,
+    ModalitySpec,
+    ObjectiveSpec,
+    TokenizerSpec,
+    TowerSpec,
+    resolve,
+)
 from mmenc.testing._common import (
     ATOL,
     PAD,
@@ -232,3 +239,79 @@ def check_objective(spec: ObjectiveSpec, config: Mapping[str, Any] | None = None
         if problem is not None:
             raise _fail(where, f"does not follow the objective protocol: {problem}")
 
+
+
+# -- tower kinds ----------------------------------------------------------------------------------
+def _recipe_tower(name: str) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """``(modality, tower section, tokenizer config)`` of the first tiny recipe with a tower of
+    kind ``name``, or None."""
+    for recipe in _tiny_recipes():
+        config = recipe.default_config()
+        towers, tokenizers = config.get("towers"), config.get("tokenizers")
+        if not isinstance(towers, Mapping) or not isinstance(tokenizers, Mapping):
+            continue
+        for m, section in towers.items():
+            if isinstance(section, Mapping) and section.get("kind") == name and m in tokenizers:
+                return m, dict(section), dict(tokenizers[m])
+    return None
+
+
+def check_tower(spec: TowerSpec, modality: str | None = None,
+                config: Mapping[str, Any] | None = None,
+                tokenizer: Mapping[str, Any] | None = None) -> None:
+    """``factory(config, tokenizer)`` builds a :class:`~mmenc.batch.Tower`: on the modality's
+    examples, ``forward_features(batch, *, output_hidden_states=...)`` gives finite
+    :class:`Features` with ``hidden [b n width]``, a mask that fits, ``pooled [b width]`` when
+    there is one, and, when asked, every layer's states without changing ``hidden``.
+
+    Args:
+        spec: the tower kind.
+        modality, config, tokenizer: the modality, the tower section (without ``kind``) and the
+            tokenizer configuration; by default those of the first tiny recipe with a tower of
+            this kind (none: the check is skipped).
+    """
+    import unittest
+
+    from mmenc.batch import Tower
+    from mmenc.builtin.towers import build_tokenizers
+
+    where = f"tower kind {spec.name!r}"
+    if modality is None or config is None or tokenizer is None:
+        found = _recipe_tower(spec.name)
+        if found is None:
+            raise unittest.SkipTest(f"{where}: no tiny recipe has a tower of this kind")
+        modality, config, tokenizer = found
+    tok = build_tokenizers({modality: dict(tokenizer)})[modality]
+    body = {k: v for k, v in config.items() if k != "kind"}
+    torch.manual_seed(0)
+    tower = resolve(spec.factory)(body, tok)
+    if not isinstance(tower, nn.Module) or not isinstance(tower, Tower):
+        raise _fail(where, f"the factory returned {type(tower).__name__}, not an nn.Module with "
+                           "width and forward_features (mmenc.batch.Tower)")
+    width = tower.width
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise _fail(where, f"width is {width!r}, not a positive int")
+    batch = tok(_loaded_examples(modality))
+    b = len(batch)
+    tower.eval()
+    with torch.no_grad():
+        f = tower.forward_features(batch)
+        deep = tower.forward_features(batch, output_hidden_states=True)
+    if not isinstance(f, Features) or f.hidden.dim() != 3 or f.hidden.shape[0] != b \
+            or f.hidden.shape[2] != width:
+        shape = tuple(f.hidden.shape) if isinstance(f, Features) else type(f).__name__
+        raise _fail(where, f"forward_features gave {shape}, expected Features with hidden "
+                           f"[{b} n {width}] (width {width})")
+    _finite(f.hidden, where, "hidden")
+    if f.mask is not None and f.mask.shape != f.hidden.shape[:2]:
+        raise _fail(where, f"mask {tuple(f.mask.shape)} does not fit hidden "
+                           f"{tuple(f.hidden.shape)}")
+    if f.pooled is not None:
+        if tuple(f.pooled.shape) != (b, width):
+            raise _fail(where, f"pooled is {tuple(f.pooled.shape)}, expected [{b} {width}]")
+        _finite(f.pooled, where, "pooled")
+    if not isinstance(deep, Features) or not deep.hidden_states:
+        raise _fail(where, "output_hidden_states=True gave no hidden_states")
+    for i, layer in enumerate(deep.hidden_states):
+        _finite(layer, where, f"hidden_states[{i}]")
+    _close(deep.hidden, f.hidden, ATOL, where, "hidden with output_hidden_states=True")
