@@ -152,9 +152,12 @@ def bind_config(data: dict[str, Any], specs: dict[str, Any], out: Path,
                                   "steps": steps["code"], "batch_size": 256, "lr": 1e-3,
                                   "warmup": 10, "weight_decay": 0.0, "augment": False,
                                   "freeze_encoder": True, "projection_init": "rotation"}
-    # audio <-> text is speech <-> transcript; rendered music meets text only through MIDI
+    # audio <-> text is speech <-> transcript (rendered music meets text only through MIDI);
+    # the recorded prompts, the voices of the test, are drawn three times as often as
+    # espeak-ng's clips
     audio_rows = [{"audio": r["audio"], "text": r["text"]}
-                  for r in data.get("speech", {}).get("train", [])]
+                  for r in data.get("speech", {}).get("train", [])
+                  for _ in range(1 if r.get("synthetic") else 3)]
     if audio_rows and "audio" in specs:
         modalities["audio"] = {"tower": specs["audio"], "train": audio_rows,
                                "steps": steps["audio"], "batch_size": 64, "lr": 1e-3,
