@@ -345,6 +345,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
 
+    import mmenc
+
+    # every option is checked before the corpus is converted or read
+    starts: dict[str, Callable[[], Any]] = {}
+    if args.command == "eval":
+        for item in args.start:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                parser.error(f"--start takes NAME=MODEL_DIR, got {item!r}")
+            starts[name] = lambda folder=folder: mmenc.load(folder)
+        if args.scratch:
+            if not starts:
+                parser.error("--scratch copies the configuration of a --start")
+            first = next(iter(starts.values()))
+            starts["from scratch"] = lambda: fresh_copy(first())
+        unknown = sorted(set(args.probe_only) - set(starts))
+        if unknown:
+            parser.error(f"--probe-only names no --start: {', '.join(unknown)}")
+        if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
+            parser.error("--steps, --batch-size and --lr must be positive")
+
     from mmenc_midi.data import folk_tunes
     from mmenc_midi.pairing import write_manifests
 
@@ -354,19 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(data.train)} training tunes -> {paths['train']}, "
               f"{len(data.test)} held-out -> {paths['test']} (skipped: {data.skipped})")
         return 0
-    import mmenc
-
-    starts: dict[str, Callable[[], Any]] = {}
-    for item in args.start:
-        name, sep, folder = item.partition("=")
-        if not sep:
-            parser.error(f"--start takes NAME=MODEL_DIR, got {item!r}")
-        starts[name] = lambda folder=folder: mmenc.load(folder)
-    if args.scratch:
-        if not starts:
-            parser.error("--scratch copies the configuration of a --start")
-        first = next(iter(starts.values()))
-        starts["from scratch"] = lambda: fresh_copy(first())
     labelled = dance_set(data)
     print(f"dance types {labelled.counts()}")
     report = compare(starts, labelled, args.steps, args.probe_only, lr=args.lr,

@@ -21,6 +21,7 @@ from mmenc_midi.finetune import (
     finetune,
     fresh_copy,
     logistic_probe,
+    main,
     pooled_features,
     predict,
     scores,
@@ -181,3 +182,16 @@ def test_compound_mlm_trains_through_pretrain(tmp_path):
         pretrain({**config, "output_dir": str(tmp_path / "bad"),
                   "objectives": [{"name": "compound-mlm", "modalities": ["midi"],
                                   "config": {"mask_rate": 0.2}}]})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--scratch"], "--scratch copies"),
+    (["--start", "no-equals-sign"], "NAME=MODEL_DIR"),
+    (["--start", "a=runs/a", "--probe-only", "b"], "--probe-only names no --start: b"),
+    (["--start", "a=runs/a", "--steps", "0"], "must be positive"),
+])
+def test_eval_command_refuses_bad_options_before_reading_data(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(tmp_path / "out"), *args])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing converted
