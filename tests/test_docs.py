@@ -16,9 +16,9 @@ Documented output is checked where a block shows it:
   the lines below it, up to the next ``$ ``, are whole lines it prints, in that order (other
   printed lines may come between them); ``...`` stands for any text.
 
-Elsewhere the printed text must begin with the documented one, which may stop at a ``: ``, ``, `` or
-`` (`` that starts an explanation; ``...`` (or ``...a label...``) stands for any text, and
-``torch.Size([2, 32])`` reads as ``[2, 32]``.
+Elsewhere the printed text must begin with the documented one, which may stop at a ``: ``,
+``, `` or `` (`` that starts an explanation; ``...`` (or ``...a label...``) stands for any
+text, and ``torch.Size([2, 32])`` reads as ``[2, 32]``.
 
 Blocks run in a fresh directory holding links to the repository's ``tests/`` and ``examples/``,
 with the environment's ``bin`` first on ``PATH``.
@@ -165,7 +165,8 @@ def _incomplete(command: str) -> bool:
         return True
     check = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True,
                            env={**os.environ, "LC_ALL": "C"})
-    return check.returncode != 0 and re.search(r"unexpected (EOF|end of file)", check.stderr)
+    return check.returncode != 0 and bool(re.search(r"unexpected (EOF|end of file)",
+                                                    check.stderr))
 
 
 def console_steps(code: str) -> list[tuple[str, list[str]]]:
