@@ -38,7 +38,7 @@ $pip install -q -c constraints.txt torchaudio
 echo "setup: installing mmenc and its plugins:" $plugins
 editable=""
 for d in $plugins; do editable="$editable -e $d"; done
-$pip install -q -c constraints.txt -e ".[data,test,onnx]" $editable
+$pip install -q -c constraints.txt -e ".[data,test,all]" $editable
 # MIDI rendering (mmenc_audio.render): tinysoundfont declares pyaudio, which has no Linux wheel
 # and is only used for live playback, so it is installed without its dependencies
 $pip install -q -c constraints.txt --no-deps tinysoundfont

@@ -314,6 +314,9 @@ def recall_figure(report: dict[str, Any], ks: tuple[int, ...] = (1, 5, 10),
     (``report["baselines"]`` and ``baselines``: name -> direction -> metrics) as hatched bars
     beside them; chance (``report["chance"]``) as a dashed line across each bar.
     """
+    from mmenc.optional import require
+
+    require("matplotlib", "plot", "R@K charts")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -114,12 +114,9 @@ def _float32(x: Tensor | np.ndarray) -> Tensor:
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise ImportError("FAISS indexes need the faiss-cpu (or faiss-gpu) package: "
-                          "pip install faiss-cpu") from exc
-    return faiss
+    from mmenc.optional import require
+
+    return require("faiss", "faiss", "FAISS indexes")
 
 
 class ExactIndex:

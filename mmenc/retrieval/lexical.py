@@ -38,7 +38,9 @@ class Bm25Scorer:
     def score_items(self, query_items: Sequence[Any], gallery_items: Sequence[Any],
                     query_modality: str, gallery_modality: str) -> Tensor:
         """``[q g]`` scores (higher = more relevant) of text-like items."""
-        from rank_bm25 import BM25Okapi
+        from mmenc.optional import require
+
+        BM25Okapi = require("rank_bm25", "bm25", "BM25 scores").BM25Okapi
 
         for items, modality in ((query_items, query_modality), (gallery_items, gallery_modality)):
             bad = [x for x in items if not isinstance(x, str)]

@@ -124,8 +124,9 @@ class ShardStream:
 
     def __init__(self, pattern: str, seed: int, modalities: Sequence[str],
                  extensions: dict[str, str]) -> None:
-        import webdataset as wds
+        from mmenc.optional import require
 
+        wds = require("webdataset", "webdataset", "webdataset shards (data.shards)")
         self.urls = wds.shardlists.expand_urls(pattern)
         if not self.urls:
             raise ConfigError(f"data.shards: {pattern!r} names no shard")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ def loss_series(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
 
 def loss_figure(rows: Sequence[dict[str, Any]]) -> Any:
     """The loss chart as a matplotlib ``Figure`` (Agg, without pyplot's global state)."""
+    from mmenc.optional import require
+
+    require("matplotlib", "plot", "loss charts")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -146,9 +150,15 @@ def plot_loss(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
     step (:func:`loss_series`) into ``path``.
 
     Returns:
-        ``path``, or None when there is nothing to draw.
+        ``path``, or None when there is nothing to draw or matplotlib (``mmenc[plot]``) is not
+        installed (a warning says so: the run itself is complete).
     """
     if not rows:
         return None
-    loss_figure(rows).savefig(path)
+    try:
+        figure = loss_figure(rows)
+    except ImportError as exc:
+        warnings.warn(f"{path.name} not drawn: {exc}", stacklevel=2)
+        return None
+    figure.savefig(path)
     return path
