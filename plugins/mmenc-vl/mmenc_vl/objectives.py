@@ -34,6 +34,7 @@ class VisionTextPretraining(nn.Module):
     name = "vision-text-pretraining"
     arity = 2
     params = frozenset({"alpha", "alpha_ramp_steps"})
+    steps_done: Tensor  # training steps seen, with alpha_ramp_steps (a buffer)
 
     def __init__(self, alpha: float | None = None, alpha_ramp_steps: int | None = None) -> None:
         super().__init__()
@@ -65,7 +66,7 @@ class VisionTextPretraining(nn.Module):
                               "heads (build it with pretraining: true)")
         alpha = self.alpha_at(model)
         if self.alpha_ramp_steps is not None and model.training:
-            self.steps_done += 1
+            self.steps_done.add_(1)
         return model.pretraining_losses(text, image, alpha=alpha,  # type: ignore[no-any-return]
                                         generator=generator)
 

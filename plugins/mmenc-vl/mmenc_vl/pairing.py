@@ -253,6 +253,8 @@ def run_init(out: Path, minilm: Path, steps: int = 200, batch_size: int = 64,
         echo(f"  {name}: {result.step} steps in {seconds:.0f} s (" + ", ".join(
             f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items()
             if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm", "mlm_acc")) + ")")
+        if result.model_dir is None:
+            raise RuntimeError(f"{run_dir}: the run saved no model")
         model = load(result.model_dir).eval()
         full = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
                                   echo=lambda _: None)  # ALBEF's rule: ITM probability
