@@ -138,6 +138,8 @@ def emoji_pairing(minilm: Path, out: Path, steps: int, echo: Echo) -> dict[str, 
     result, seconds = pretrain_afresh(emoji_config(out / "data", minilm, run_dir, steps))
     echo(f"  pretrained {result.step} steps in {seconds:.0f} s "
          f"(final loss {result.metrics['loss']:.3f}); curves: {run_dir / 'loss.png'}")
+    if result.model_dir is None:
+        raise RuntimeError(f"pretraining in {run_dir} wrote no model")
     model = load(result.model_dir)
     report = evaluate_retrieval(model, test_pairs, "image", "text", batch_size=128,
                                 echo=lambda _: None)

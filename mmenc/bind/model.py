@@ -53,6 +53,8 @@ class BoundEncoder(Encoder):
         rotation: ``[hub_dim hub_dim]`` orthogonal matrix (identity when None).
     """
 
+    rotation: Tensor  # a buffer
+
     def __init__(self, config: dict[str, Any], hub: Encoder,
                  towers: dict[str, EncoderTower], rotation: Tensor | None = None) -> None:
         clash = set(towers) & set(hub.modalities)

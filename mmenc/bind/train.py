@@ -349,13 +349,13 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
         local = {t: i for i, t in enumerate(distinct)}
         candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation  # type: ignore[operator]
         if c.projection_init == "rotation":
-            proj = model.towers[m].proj  # type: ignore[union-attr]
-            if tuple(proj.weight.shape) != (model.hub_dim, model.hub_dim):
+            weight = model.towers[m].get_parameter("proj.weight")
+            if tuple(weight.shape) != (model.hub_dim, model.hub_dim):
                 raise ConfigError(f"bind config: {m}.projection_init 'rotation' needs a tower "
                                   f"as wide as the hub ({model.hub_dim}), got "
-                                  f"{proj.weight.shape[1]}")
+                                  f"{weight.shape[1]}")
             with torch.no_grad():
-                proj.weight.copy_(model.rotation.T)  # type: ignore[operator]
+                weight.copy_(model.rotation.T)
         t_feat = time.perf_counter()
         states[m] = _ModalityState(m, c, model.towers[m], items,
                                    torch.tensor([local[t] for t in texts]), candidates,
