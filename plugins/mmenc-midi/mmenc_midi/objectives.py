@@ -332,17 +332,7 @@ class AdversarialPretraining(nn.Module):
 
     def encoder(self, model: Any, modality: str) -> Any:
         """The MIDI-BERT encoder of ``model`` for ``modality``."""
-        towers = getattr(model, "towers", None)
-        encoder = towers[modality] if towers is not None and modality in towers else model
-        if not callable(getattr(encoder, "forward_ids", None)):
-            raise TypeError(f"adversarial-masker trains MIDI-BERT encoders; "
-                            f"{getattr(model, 'recipe', type(model).__name__)!r} has none for "
-                            f"{modality!r}")
-        width = getattr(encoder, "width", self.dim)
-        if width != self.dim:
-            raise ValueError(f"adversarial-masker was built for width {self.dim}, the encoder "
-                             f"is {width} wide: set config.dim: {width}")
-        return encoder
+        return midi_encoder(model, modality, self.dim, self.name)
 
     def step(self, model: Any, batches: Mapping[str, TokenBatch],
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
