@@ -133,23 +133,32 @@ def evaluate(model: Any, pairs: list[dict[str, str]], out: Path,
             "counts": itm["counts"]}
 
 
+def emoji_split(out: Path, data: str | Path | None) -> tuple[Path, list[dict[str, str]], int,
+                                                                int]:
+    """The emoji manifests under ``data`` (default ``out/data``; images already there are
+    reused): ``(training manifest, held-out image/text pairs, training rows, emoji the font
+    cannot draw)``."""
+    from mmenc.data.emoji import write_emoji_manifests
+    from mmenc.retrieval.evaluate import read_manifest
+
+    folder = out / "data" if data is None else Path(data)
+    train, test, missing = write_emoji_manifests(folder)
+    pairs = [{"image": str(folder / row["image"]), "text": row["text"]}
+             for row in read_manifest(test)]
+    return train, pairs, sum(1 for _ in train.open()), missing
+
+
 def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
         models: tuple[str, ...] = ("albef", "bridgetower"), batch_size: int = 64,
         rerank: int = RERANK, data: Path | None = None) -> dict[str, Any]:
     """Pretrain each of ``models`` for ``steps`` on the training emoji and evaluate on the
     held-out ones; ``vocab`` is a BERT-uncased ``vocab.txt``; ``data`` the folder of the
     rendered emoji and manifests (default ``out/data``; images already there are reused)."""
-    from mmenc.data.emoji import write_emoji_manifests
     from mmenc.model import load
-    from mmenc.retrieval.evaluate import read_manifest
     from mmenc.train import pretrain_afresh
 
     out = Path(out)
-    data = out / "data" if data is None else Path(data)
-    train, test, missing = write_emoji_manifests(data)
-    pairs = [{"image": str(data / row["image"]), "text": row["text"]}
-             for row in read_manifest(test)]
-    n_train = sum(1 for _ in train.open())
+    train, pairs, n_train, missing = emoji_split(out, data)
     echo(f"  {n_train} training and {len(pairs)} held-out emoji ({missing} the font cannot draw)")
     builders = {"albef": ("albef-tiny", albef_emoji), "bridgetower": ("bridgetower-tiny",
                                                                       bridgetower_emoji)}
@@ -219,17 +228,12 @@ def run_init(out: Path, minilm: Path, steps: int = 200, batch_size: int = 64,
     the converted MiniLM folder (:func:`mmenc.demo.convert_minilm`).
     ``curve`` > 0 also keeps that many evenly spaced checkpoints of each run and reports
     their held-out ITC R@1."""
-    from mmenc.data.emoji import write_emoji_manifests
     from mmenc.model import load
-    from mmenc.retrieval.evaluate import evaluate_retrieval, read_manifest, write_report
+    from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
     from mmenc.train import pretrain_afresh
 
     out = Path(out)
-    data = out / "data" if data is None else Path(data)
-    train, test, _ = write_emoji_manifests(data)
-    pairs = [{"image": str(data / row["image"]), "text": row["text"]}
-             for row in read_manifest(test)]
-    n_train = sum(1 for _ in train.open())
+    train, pairs, n_train, _ = emoji_split(out, data)
     epoch = max(1, n_train // batch_size)
     from mmenc.demo import EMOJI_BASELINES, packaged_minilm
 
