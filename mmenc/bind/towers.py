@@ -176,6 +176,10 @@ def build_tower(modality: str, spec: dict[str, Any], out_dim: int) -> EncoderTow
       afresh (``INNER`` defaults to ``modality``); other modalities of the recipe are dropped;
     - ``{"from": MODEL_DIR, "modality": INNER}``: a saved model, weights included (a warm
       start: the code tower copied from MiniLM).
+
+    Either may add ``"init_from": MODEL_DIR``: the recipe's shapes, the weights of a saved
+    model (:func:`init_from`; a MIDI tower from a pretrained MIDI-BERT, an audio tower from a
+    pretrained BEATs).
     """
     from mmenc.factory import create_model
     from mmenc.model import load
@@ -193,6 +197,49 @@ def build_tower(modality: str, spec: dict[str, Any], out_dim: int) -> EncoderTow
     else:
         raise ConfigError(f"tower of {modality!r}: give 'recipe' or 'from'")
     encoder = keep_modality(encoder, inner)
+    if spec.get("init_from") is not None:
+        init_from(encoder, inner, spec["init_from"], f"tower of {modality!r}")
     for p in encoder.parameters():
         p.requires_grad_(True)
     return EncoderTower(modality, encoder, inner, out_dim)
+
+
+def init_from(encoder: Encoder, inner: str, path: str | Path, where: str = "tower") -> int:
+    """Copy the weights of the saved model at ``path`` (:func:`mmenc.load`: config.json and
+    safetensors only) into the tower of ``encoder`` that encodes ``inner``, by mmenc parameter
+    name, for any tower kind; returns the number of tensors copied.
+
+    The tower is ``encoder.towers[inner]`` when ``encoder`` is a tower encoder (a MIDI-BERT
+    tower of ``midi-text-tiny``, BEATs of ``audio-text-tiny``), else the whole encoder. Its
+    source is the tower of the same modality of a saved tower encoder (or its only tower),
+    else the whole saved model (a ``midibert-*`` or ``beats-*`` model), whose other tensors
+    (pooler, projection, pretraining heads) are left out. Every tensor of the tower must be in
+    the source with the same shape, else a :class:`ConfigError` names the parameter; the
+    shapes are the recipe's, so give the recipe the source's configuration.
+    """
+    from mmenc.model import load
+
+    if not isinstance(path, str | Path):
+        raise ConfigError(f"{where}: init_from must be a model folder, got {path!r}")
+    source: nn.Module = load(path)
+    towers = getattr(encoder, "towers", None)
+    target: nn.Module = encoder
+    if isinstance(towers, nn.ModuleDict) and inner in towers:
+        target = towers[inner]
+        theirs = getattr(source, "towers", None)
+        if isinstance(theirs, nn.ModuleDict):
+            if inner in theirs:
+                source = theirs[inner]
+            elif len(theirs) == 1:
+                source = next(iter(theirs.values()))
+    own, state = target.state_dict(), source.state_dict()
+    for name, tensor in own.items():
+        if name not in state:
+            raise ConfigError(f"{where}: init_from {path}: parameter {name!r} of the tower is "
+                              f"not in the saved model ({type(source).__name__})")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise ConfigError(f"{where}: init_from {path}: parameter {name!r} has shape "
+                              f"{tuple(state[name].shape)} in the saved model, "
+                              f"{tuple(tensor.shape)} in the tower")
+    target.load_state_dict({name: state[name] for name in own}, strict=True)
+    return len(own)
