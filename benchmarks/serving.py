@@ -27,7 +27,7 @@ and median process CPU seconds, items/s from the median wall, speed-ups over eag
 contender's agreement with eager fp32 (max abs diff, mean / min cosine). Then held-out code
 search (docstring -> function on the stdlib test modules) R@10 of fp32 and int8.
 
-    HF_HUB_OFFLINE=1 python benchmarks/serving.py           # every part: ~1,100 CPU-seconds
+    HF_HUB_OFFLINE=1 python benchmarks/serving.py           # every part: 815 CPU-seconds measured
     HF_HUB_OFFLINE=1 python benchmarks/serving.py --quick   # a smoke test of every path
 """
 
