@@ -221,7 +221,9 @@ def init_from(encoder: Encoder, inner: str, path: str | Path, where: str = "towe
 
     if not isinstance(path, str | Path):
         raise ConfigError(f"{where}: init_from must be a model folder, got {path!r}")
-    source: nn.Module = load(path)
+    saved = load(path)
+    same_tokenizer(encoder, inner, saved, f"{where}: init_from {path}")
+    source: nn.Module = saved
     towers = getattr(encoder, "towers", None)
     target: nn.Module = encoder
     if isinstance(towers, nn.ModuleDict) and inner in towers:
@@ -243,3 +245,24 @@ def init_from(encoder: Encoder, inner: str, path: str | Path, where: str = "towe
                               f"{tuple(tensor.shape)} in the tower")
     target.load_state_dict({name: state[name] for name in own}, strict=True)
     return len(own)
+
+
+def same_tokenizer(encoder: Encoder, inner: str, saved: Encoder, where: str) -> None:
+    """Refuse a start whose tokenizer cuts items otherwise than the tower's (length caps, keys
+    ``max_*``, aside): a BEATs trained on 128 mel bins fits every shape of a 64-bin tower and
+    would read other patches.
+
+    Raises:
+        ConfigError: naming the first differing key of the two tokenizers' configurations.
+    """
+    theirs = saved.tokenizers.get(inner)
+    if theirs is None and len(saved.tokenizers) == 1:
+        theirs = next(iter(saved.tokenizers.values()))
+    mine = encoder.tokenizers.get(inner)
+    if theirs is None or mine is None:
+        return
+    a, b = mine.config(), theirs.config()
+    for key in sorted(set(a) & set(b)):
+        if not key.startswith("max_") and a[key] != b[key]:
+            raise ConfigError(f"{where}: the tokenizer's {key!r} is {b[key]!r} in the saved "
+                              f"model, {a[key]!r} in the tower")
