@@ -81,6 +81,17 @@ class _ReadLog(dict):
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         return {k: deepcopy(v, memo) for k, v in dict.items(self)}
 
+    def declare(self, keys: list[str]) -> None:
+        """This section is read as a dataclass (:func:`mmenc.recipe_config.read_dataclass`):
+        its fields ``keys`` are all the keys it knows."""
+        self._log.add((*self._where, _TYPED))
+        for key in keys:
+            self._saw(key)
+
+
+# logged under a section read as a dataclass, whose fields are then all it knows
+_TYPED = "<typed>"
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
@@ -109,7 +120,7 @@ def _unknown(path: tuple[str, ...], defaults: dict[str, Any],
             return None
         known = set(level) if isinstance(level, dict) else set()
         known |= {p[depth] for p in read if len(p) == depth + 1 and p[:depth] == path[:depth]}
-        return prefix, sorted(known)
+        return prefix, sorted(known - {_TYPED})
     return None
 
 
@@ -118,7 +129,8 @@ _LOOKUP = re.compile(r"""(?:\.get\(|\[)\s*["']([A-Za-z_]\w*)["']""")
 
 def _looked_up_by(builder: Any) -> set[tuple[str, ...]]:
     """Top-level names the builder's module looks up by literal (``cfg.get("temp")``): options
-    a model reads while it runs (a training step) rather than while it is built."""
+    a model reads while it runs (a training step) rather than while it is built. Not needed
+    for a recipe whose configuration is a dataclass: its fields are its options."""
     module = inspect.getmodule(builder)
     try:
         source = inspect.getsource(module) if module is not None else ""
@@ -197,19 +209,27 @@ def _build(name: str, overrides: dict[str, Any]) -> Encoder:
     where = f"create_model({name!r})"
     check_sizes(merge_config(defaults, overrides), where, ConfigError)
     builder = resolve(spec.builder)
-    read: set[tuple[str, ...]] = _looked_up_by(builder) if overrides else set()
+    read: set[tuple[str, ...]] = set()
     config = _ReadLog(merge_config(defaults, overrides), read)
+
+    def known_options() -> set[tuple[str, ...]]:
+        if overrides and (_TYPED,) not in read:  # a builder that reads plain dicts
+            read.update(_looked_up_by(builder))
+        return read
+
     try:
         # without overrides the configuration is the plugin's own: its failure is the plugin's
         model: Encoder = call_plugin("model", spec.name, builder, (config,),
                                      {"directory": None}, returns=Encoder,
                                      config_error=ConfigError if overrides else None,
                                      where=where)
-    except MmencError:
+    except MmencError as exc:
         # a misspelt nested key often breaks the build first: name it rather than the symptom
-        _check_overrides(name, defaults, overrides, read, typos_only=True)
+        _check_overrides(name, defaults, overrides, known_options(), typos_only=True)
+        if isinstance(exc, ConfigError) and not str(exc).startswith(where):
+            raise ConfigError(f"{where}: {exc}") from None  # a typed config's reader
         raise
-    _check_overrides(name, defaults, overrides, read)
+    _check_overrides(name, defaults, overrides, known_options())
     model.recipe = spec.name
     model.config = _plain(model.config)
     return model

@@ -15,13 +15,13 @@ import difflib
 import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from mmenc.errors import ConfigError, UnknownNameError
+from mmenc.recipe_config import check_keys as check_keys  # re-exported: plugins' readers
+from mmenc.recipe_config import read_dataclass
 
 # The largest global batch a config may ask for: sizes read from a file are checked before
 # anything is allocated.
@@ -159,77 +159,7 @@ def _build(cls: type, data: Any, path: str, where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``data``, checking every key and type."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {path or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    check_keys(data, list(fields), path, where)
-    values = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _convert(hints[name], data[name], f"{path}{name}", where)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}: {path}{name}: required key is missing")
-    return cls(**values)
-
-
-def check_keys(data: Any, known: list[str], path: str, where: str) -> None:
-    """Every key of the mapping ``data`` (at key path ``path``, ending with ``.`` or empty)
-    is one of ``known``; else a :class:`ConfigError` with the closest known key. Every
-    config reader (pretraining, plugins' own configs) reports unknown keys this way."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {path.rstrip('.') or 'config'}: expected a mapping, "
-                          f"got {data!r}")
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: {path}{key}: unknown key{hint} "
-                              f"(known: {', '.join(known)})")
-
-
-def _convert(hint: Any, value: Any, path: str, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, path, where)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{path}.", where)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: {path}: expected a list, got {value!r}")
-        return [_convert(args[0], v, f"{path}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {path}: expected a mapping, got {value!r}")
-        return {str(k): _convert(args[1], v, f"{path}.{k}", where) for k, v in value.items()}
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {path}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {path}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        # YAML 1.1 reads `1e-3` (no dot) as a string; accept any spelling float() accepts
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: {path}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: {path}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: {path}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint!r} at {path}")
+    return read_dataclass(cls, data, path, where)
 
 
 # -- meaning ----------------------------------------------------------------------------------

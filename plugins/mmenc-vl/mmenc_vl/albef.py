@@ -36,6 +36,7 @@ from mmenc.model import Encoder
 from mmenc.nn import TrunkConfig, build_trunk, init_weights, interpolate_positions
 from torch import Tensor, nn
 
+from mmenc_vl.configs import ALBEFConfig
 from mmenc_vl.heads import MLMHead
 from mmenc_vl.matching import select_rows
 
@@ -89,29 +90,32 @@ class ALBEFEncoder(Encoder):
     def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Any], fusion: CrossAttentionFusion) -> None:
         super().__init__(recipe, config, tokenizers)
+        settings = self.settings
         self.towers = nn.ModuleDict(towers)
-        self.kinds = {m: config["towers"][m]["kind"] for m in towers}
+        self.kinds = {m: settings.towers[m]["kind"] for m in towers}
         self.fusion = fusion
-        embed_dim = int(config["embed_dim"])
-        self.proj = nn.ModuleDict({m: nn.Linear(self.width(m), embed_dim) for m in towers})
-        self.pretraining = bool(config.get("pretraining", False))
-        has_itm = bool(config.get("itm_head", self.pretraining))
-        if self.pretraining and not has_itm:
-            raise ValueError("pre-training needs the ITM head (itm_head: true)")
-        self.itm_head = nn.Linear(self.width("text"), 2) if has_itm else None
+        self.proj = nn.ModuleDict({m: nn.Linear(self.width(m), settings.embed_dim)
+                                   for m in towers})
+        self.pretraining = settings.pretraining
+        self.itm_head = nn.Linear(self.width("text"), 2) if settings.has_itm_head else None
         if self.pretraining:
-            text = config["towers"]["text"]
+            text = settings.towers["text"]
             self.mlm_head = MLMHead(self.width("text"), int(text["vocab_size"]), float(text["eps"]))
-            self.temp = nn.Parameter(torch.tensor(float(config.get("temp", 0.07))))
+            self.temp = nn.Parameter(torch.tensor(settings.temp))
             self.momentum = nn.ModuleDict({
                 "towers": copy.deepcopy(self.towers), "fusion": copy.deepcopy(self.fusion),
                 "proj": copy.deepcopy(self.proj), "mlm_head": copy.deepcopy(self.mlm_head),
             })
             self.momentum.requires_grad_(False)
-            queue = int(config.get("queue_size", 65536))
+            queue, embed_dim = settings.queue_size, settings.embed_dim
             self.register_buffer("image_queue", F.normalize(torch.randn(embed_dim, queue), dim=0))
             self.register_buffer("text_queue", F.normalize(torch.randn(embed_dim, queue), dim=0))
             self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def settings(self) -> ALBEFConfig:
+        """The typed view of ``config`` (read again on each use: a warm start changes it)."""
+        return ALBEFConfig.read(self.config)
 
     def width(self, modality: str) -> int:
         return int(self.config["towers"][modality]["trunk"]["dim"])
@@ -176,7 +180,7 @@ class ALBEFEncoder(Encoder):
         """``p_m <- m p_m + (1 - m) p`` over every momentum copy (``momentum`` in the config)."""
         from mmenc.objectives.distill import momentum_update
 
-        m = float(self.config.get("momentum", 0.995)) if m is None else m
+        m = self.settings.momentum if m is None else m
         for online, teacher in self._momentum_pairs():
             momentum_update(online, teacher, m)
 
@@ -222,8 +226,8 @@ class ALBEFEncoder(Encoder):
             raise ValueError("this ALBEF model has no pre-training state (pretraining: false)")
         if text.ids is None or len(text) != len(image) or len(text) < 2:
             raise ValueError("pre-training needs >= 2 matched (text ids, image) pairs")
-        cfg = self.config
-        alpha = float(cfg.get("alpha", 0.4)) if alpha is None else alpha
+        cfg = self.settings
+        alpha = cfg.alpha if alpha is None else alpha
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
         image_f = self._tower(image, "image")
@@ -255,14 +259,14 @@ class ALBEFEncoder(Encoder):
         loss_itm = F.cross_entropy(itm, labels)
 
         ids = text.ids
-        special = (ids == int(cfg.get("pad_token_id", 0))) | (ids == int(cfg.get("cls_token_id",
-                                                                                  101)))
+        tokenizer = self.tokenizers["text"]
+        special = ((ids == cfg.token_id("pad_token_id", tokenizer))
+                   | (ids == cfg.token_id("cls_token_id", tokenizer)))
         if text.mask is not None:
             special |= ~text.mask.bool()
-        vocab = int(cfg["towers"]["text"]["vocab_size"])
-        masked_ids, mlm_labels = mask_tokens(ids, mask_id=int(cfg.get("mask_token_id", 103)),
-                                             vocab_size=vocab,
-                                             mask_prob=float(cfg.get("mlm_probability", 0.15)),
+        vocab = int(cfg.towers["text"]["vocab_size"])
+        masked_ids, mlm_labels = mask_tokens(ids, mask_id=cfg.token_id("mask_token_id", tokenizer),
+                                             vocab_size=vocab, mask_prob=cfg.mlm_probability,
                                              special=special, generator=generator)
         chosen = mlm_labels != IGNORE_INDEX  # [b n]
         logits = self._mlm_logits(masked_ids, text, image_f.hidden, False, chosen)  # [k V]
@@ -285,19 +289,18 @@ class ALBEFEncoder(Encoder):
 
 
 def build_albef(config: dict[str, Any], directory: Path | None = None) -> ALBEFEncoder:
-    """Build an :class:`ALBEFEncoder` from its configuration (see ``recipes``)."""
+    """Build an :class:`ALBEFEncoder` from its configuration (see ``recipes``), read into an
+    :class:`~mmenc_vl.configs.ALBEFConfig` first."""
     from mmenc.builtin.towers import build_tokenizers
 
-    if set(config["towers"]) != {"text", "image"}:
-        raise ValueError("ALBEF needs exactly a 'text' and an 'image' tower")
-    towers = {m: build_tower(c) for m, c in config["towers"].items()}
-    tokenizers = build_tokenizers(config["tokenizers"], directory)
-    fusion_cfg = {k: v for k, v in config["fusion"].items() if k != "name"}
-    fusion = CrossAttentionFusion({m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()},
-                                  **fusion_cfg)
+    settings = ALBEFConfig.read(config)
+    towers = {m: build_tower(c) for m, c in settings.towers.items()}
+    tokenizers = build_tokenizers(settings.tokenizers, directory)
+    fusion = CrossAttentionFusion({m: int(c["trunk"]["dim"]) for m, c in settings.towers.items()},
+                                  **settings.fusion.kwargs())
     model = ALBEFEncoder("albef", config, towers, tokenizers, fusion)
     if directory is None:  # a new model: BERT's initialisation, momentum copies equal to it
-        init_weights(model, std=None if config.get("init") == "fan-in" else 0.02)
+        init_weights(model, std=None if settings.init == "fan-in" else 0.02)
         if model.pretraining:
             model.momentum_update(0.0)
     return model

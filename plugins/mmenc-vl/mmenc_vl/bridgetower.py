@@ -37,6 +37,7 @@ from mmenc.nn import Pooler, TrunkConfig, build_trunk, init_weights
 from mmenc.nn.masks import attention_mask, context_attention_mask, drop_if_all_real
 from torch import Tensor, nn
 
+from mmenc_vl.configs import BridgeTowerConfig
 from mmenc_vl.heads import MLMHead
 from mmenc_vl.matching import select_rows
 
@@ -164,24 +165,28 @@ class BridgeTowerEncoder(TowerEncoder):
     def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Any], fusion: BridgeFusion) -> None:
         super().__init__(recipe, config, towers, tokenizers, fusion)
-        dim = int(config["fusion"]["dim"])
-        self.pretraining = bool(config.get("pretraining", False))
-        if self.pretraining and not (config["fusion"].get("pooler", True)
-                                     and config.get("itm_head", True)
-                                     and config.get("embed_dim")):
+        settings = self.settings
+        dim = settings.fusion.dim
+        self.pretraining = settings.pretraining
+        if self.pretraining and not (settings.fusion.pooler and settings.itm_head is not False
+                                     and settings.embed_dim):
             raise ValueError("BridgeTower pre-training needs the poolers, the ITM head and "
                              "embed_dim (the ITC projections)")
         # BridgeTowerForImageAndTextRetrieval's itm_score: Linear over pooler_output [b 2d]
-        self.itm_head = nn.Linear(2 * dim, 2) \
-            if config.get("itm_head", self.pretraining) else None
+        self.itm_head = nn.Linear(2 * dim, 2) if settings.has_itm_head else None
         # BridgeTowerForMaskedLM's mlm_score: over the cross-modal text states, untied
-        self.mlm_head = MLMHead(dim, int(config["towers"]["text"]["vocab_size"]),
-                                float(config["fusion"].get("eps", 1e-5)), tied=False) \
-            if config.get("mlm_head", self.pretraining) else None
+        self.mlm_head = MLMHead(dim, int(settings.towers["text"]["vocab_size"]),
+                                settings.fusion.eps, tied=False) \
+            if settings.has_mlm_head else None
         if self.pretraining:
             if self.mlm_head is None:
                 raise ValueError("BridgeTower pre-training needs the MLM head")
-            self.temp = nn.Parameter(torch.tensor(float(config.get("temp", 0.07))))
+            self.temp = nn.Parameter(torch.tensor(settings.temp))
+
+    @property
+    def settings(self) -> BridgeTowerConfig:
+        """The typed view of ``config`` (read again on each use: a warm start changes it)."""
+        return BridgeTowerConfig.read(self.config)
 
     def width(self, modality: str) -> int:
         return int(self.config["fusion"]["dim"])
@@ -252,7 +257,7 @@ class BridgeTowerEncoder(TowerEncoder):
                              "(pretraining: false)")
         if text.ids is None or len(text) != len(image) or len(text) < 2:
             raise ValueError("pre-training needs >= 2 matched (text ids, image) pairs")
-        cfg = self.config
+        cfg = self.settings
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
         towers = {"text": tower_features(self.towers["text"], "text", text, True),
@@ -270,14 +275,14 @@ class BridgeTowerEncoder(TowerEncoder):
         loss_itm = nn.functional.cross_entropy(itm, labels)
 
         ids = text.ids
-        special = torch.isin(ids, torch.tensor(cfg.get("special_token_ids", [0, 1, 2]),
+        tokenizer = self.tokenizers["text"]
+        special = torch.isin(ids, torch.tensor(cfg.special_ids(tokenizer), dtype=torch.long,
                                                device=ids.device))
         if text.mask is not None:
             special |= ~text.mask.bool()
-        vocab = int(cfg["towers"]["text"]["vocab_size"])
-        masked, mlm_labels = mask_tokens(ids, mask_id=int(cfg.get("mask_token_id", 50264)),
-                                         vocab_size=vocab,
-                                         mask_prob=float(cfg.get("mlm_probability", 0.15)),
+        vocab = int(cfg.towers["text"]["vocab_size"])
+        masked, mlm_labels = mask_tokens(ids, mask_id=cfg.token_id("mask_token_id", tokenizer),
+                                         vocab_size=vocab, mask_prob=cfg.mlm_probability,
                                          special=special, generator=generator)
         masked_text = TokenBatch(ids=masked, mask=text.mask, pad_id=text.pad_id,
                                  extras=text.extras)
@@ -301,17 +306,16 @@ class BridgeTowerEncoder(TowerEncoder):
 
 
 def build_bridgetower(config: dict[str, Any], directory: Path | None = None) -> BridgeTowerEncoder:
-    """Build a :class:`BridgeTowerEncoder` from its configuration (see ``recipes``)."""
+    """Build a :class:`BridgeTowerEncoder` from its configuration (see ``recipes``), read into
+    a :class:`~mmenc_vl.configs.BridgeTowerConfig` first."""
     from mmenc.builtin.towers import build_tokenizers
 
-    if set(config["towers"]) != {"text", "image"}:
-        raise ValueError("BridgeTower needs exactly a 'text' and an 'image' tower")
-    towers = {m: build_tower(c) for m, c in config["towers"].items()}
-    tokenizers = build_tokenizers(config["tokenizers"], directory)
-    fusion_cfg = {k: v for k, v in config["fusion"].items() if k != "name"}
-    fusion = BridgeFusion({m: int(c["trunk"]["dim"]) for m, c in config["towers"].items()},
-                          **fusion_cfg)
+    settings = BridgeTowerConfig.read(config)
+    towers = {m: build_tower(c) for m, c in settings.towers.items()}
+    tokenizers = build_tokenizers(settings.tokenizers, directory)
+    fusion = BridgeFusion({m: int(c["trunk"]["dim"]) for m, c in settings.towers.items()},
+                          **settings.fusion.kwargs())
     model = BridgeTowerEncoder("bridgetower", config, towers, tokenizers, fusion)
     if directory is None:  # a new model: BERT's initialisation
-        init_weights(model, std=None if config.get("init") == "fan-in" else 0.02)
+        init_weights(model, std=None if settings.init == "fan-in" else 0.02)
     return model

@@ -29,11 +29,19 @@ def bridge(dim: int, depth: int, heads: int, ffn_dim: int, pooler: bool = True,
 
 def bridgetower_config(text: dict[str, Any], vision: dict[str, Any], fusion: dict[str, Any],
                        text_tok: dict[str, Any], image_tok: dict[str, Any],
-                       embed_dim: int | None) -> dict[str, Any]:
-    return {"towers": {"text": text, "image": vision},
-            "tokenizers": {"text": text_tok, "image": image_tok},
-            "pooling": {"text": "cls", "image": "cls"}, "embed_dim": embed_dim,
-            "fusion": fusion}
+                       embed_dim: int | None, mask_token_id: int | None = None,
+                       special_token_ids: list[int] | None = None) -> dict[str, Any]:
+    """BridgeTower (see :class:`mmenc_vl.configs.BridgeTowerConfig`). The MLM ids of the text
+    tokenizer, when given, are written out; else they are read from the tokenizer."""
+    config = {"towers": {"text": text, "image": vision},
+              "tokenizers": {"text": text_tok, "image": image_tok},
+              "pooling": {"text": "cls", "image": "cls"}, "embed_dim": embed_dim,
+              "fusion": fusion}
+    if mask_token_id is not None:
+        config["mask_token_id"] = mask_token_id
+    if special_token_ids is not None:
+        config["special_token_ids"] = special_token_ids
+    return config
 
 
 # BridgeTower/bridgetower-base: RoBERTa-base, CLIP ViT-B/16 at 288 px, 6 cross-modal layers
@@ -43,6 +51,7 @@ BRIDGETOWER_BASE = bridgetower_config(
     clip_vision_tower(768, 12, 12, 3072, image_size=288, patch_size=16),
     {**bridge(768, 6, 12, 3072), "dropout": 0.1, "attn_dropout": 0.1},
     text_tokenizer(512), image_tokenizer(288), 256,
+    mask_token_id=50264, special_token_ids=[0, 1, 2],  # roberta-base: <mask>; <s>, <pad>, </s>
 )
 # pooler-free so that every parameter takes part in embed / forward_fused (the contract checks)
 BRIDGETOWER_TINY = bridgetower_config(
@@ -50,6 +59,7 @@ BRIDGETOWER_TINY = bridgetower_config(
     clip_vision_tower(32, 3, 2, 64, image_size=32, patch_size=8),
     bridge(32, 2, 2, 64, pooler=False),
     text_tokenizer(64), image_tokenizer(32), 32,
+    mask_token_id=4, special_token_ids=[0, 1, 2],  # byte-level: <mask>; <s>, <pad>, </s>
 )
 
 
