@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from mmenc.batch import Features, TokenBatch
 from mmenc.model import Encoder
 from mmenc.nn import TrunkConfig, build_trunk, masked_mean
+from mmenc.recipe_config import RecipeConfig
 from mmenc_audio.codebook import NormEMACodebook, l2norm
 from mmenc_audio.frontend import NAME as TOKENIZER
 from mmenc_audio.frontend import build_tokenizer, official_padding_mask, preprocess, to_patches
@@ -65,6 +66,38 @@ def beats_config(dim: int = 768, depth: int = 12, heads: int = 12, ffn_dim: int 
         "tokenizers": {MODALITY: {"tokenizer": TOKENIZER, "num_mel_bins": num_mel_bins,
                                   "patch_size": patch_size, "max_seconds": None}},
     }
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """The acoustic tokenizer's quantiser: ``num_codes`` codes of width ``code_dim``."""
+
+    num_codes: int
+    code_dim: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BEATsConfig(RecipeConfig):
+    """The typed configuration of the BEATs recipes (the dict :func:`beats_config` writes).
+
+    Fields whose default is not obvious:
+        patch_dim: width of the patch embedding before its projection to the trunk width.
+        num_classes, label_dict: a fine-tuned model's classifier head and class names.
+        quantizer: an acoustic tokenizer's quantiser (None: a BEATs model).
+        embed_dim: a projection of the pooled state to a shared space (None: none).
+        source: where a converted model came from (``{"format", "path"}``), for the record.
+    """
+
+    patch_size: int
+    num_mel_bins: int
+    patch_dim: int
+    trunk: TrunkConfig
+    tokenizers: dict[str, dict[str, Any]]
+    num_classes: int | None = None
+    label_dict: dict[str, str] | None = None
+    quantizer: QuantizerConfig | None = None
+    embed_dim: int | None = None
+    source: dict[str, Any] | None = None
 
 
 @dataclass
@@ -110,33 +143,40 @@ class BEATsEncoder(Encoder):
     """
 
     def __init__(self, config: dict[str, Any], directory: Path | None = None) -> None:
-        tokenizer = build_tokenizer(config["tokenizers"][MODALITY], directory)
+        settings = BEATsConfig.read(config)
+        if MODALITY not in settings.tokenizers:
+            raise ValueError(f"tokenizers: BEATs needs an {MODALITY!r} tokenizer")
+        tokenizer = build_tokenizer(settings.tokenizers[MODALITY], directory)
         super().__init__("beats-base", config, {MODALITY: tokenizer})
-        if (tokenizer.patch_size != config["patch_size"]
-                or tokenizer.num_mel_bins != config["num_mel_bins"]):
+        if (tokenizer.patch_size != settings.patch_size
+                or tokenizer.num_mel_bins != settings.num_mel_bins):
             raise ValueError("the audio tokenizer's patch_size / num_mel_bins differ from the "
                              "model's")
-        trunk_cfg = TrunkConfig(**config["trunk"])
-        self.patch_size, self.num_mel_bins = int(config["patch_size"]), int(config["num_mel_bins"])
-        self.patch_embedding = PatchEmbedding(int(config["patch_dim"]), self.patch_size)
-        self.patch_norm = nn.LayerNorm(int(config["patch_dim"]))
-        self.proj = nn.Linear(int(config["patch_dim"]), trunk_cfg.dim)
+        trunk_cfg = settings.trunk
+        self.patch_size, self.num_mel_bins = settings.patch_size, settings.num_mel_bins
+        self.patch_embedding = PatchEmbedding(settings.patch_dim, self.patch_size)
+        self.patch_norm = nn.LayerNorm(settings.patch_dim)
+        self.proj = nn.Linear(settings.patch_dim, trunk_cfg.dim)
         self.trunk = build_trunk(trunk_cfg)
-        classes = config.get("num_classes")
-        self.head = nn.Linear(trunk_cfg.dim, int(classes)) if classes else None
-        quant = config.get("quantizer")
+        classes = settings.num_classes
+        self.head = nn.Linear(trunk_cfg.dim, classes) if classes else None
+        quant = settings.quantizer
         self.quantize_layer: nn.Module | None = None
         self.codebook: NormEMACodebook | None = None
         width = trunk_cfg.dim
         if quant:
-            code_dim = int(quant["code_dim"])
             self.quantize_layer = nn.Sequential(nn.Linear(trunk_cfg.dim, trunk_cfg.dim), nn.Tanh(),
-                                                nn.Linear(trunk_cfg.dim, code_dim))
-            self.codebook = NormEMACodebook(int(quant["num_codes"]), code_dim)
-            width = code_dim
-        embed_dim = config.get("embed_dim")
-        self.embed_proj = nn.Linear(width, int(embed_dim), bias=False) if embed_dim \
+                                                nn.Linear(trunk_cfg.dim, quant.code_dim))
+            self.codebook = NormEMACodebook(quant.num_codes, quant.code_dim)
+            width = quant.code_dim
+        embed_dim = settings.embed_dim
+        self.embed_proj = nn.Linear(width, embed_dim, bias=False) if embed_dim \
             else nn.Identity()
+
+    @property
+    def settings(self) -> BEATsConfig:
+        """The typed view of ``config``."""
+        return BEATsConfig.read(self.config)
 
     # -- the mmenc contract ------------------------------------------------------------------
     @property
