@@ -64,20 +64,22 @@ def test_bound_midi_tower_equals_the_saved_midibert_at_step_0(hub_dir, tmp_path)
     assert (other.hidden - want.hidden).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("change,name", [
-    ({"depth": 4}, "layers.2.* is not in the saved model"),  # a deeper tower
-    ({"scheme": "octuple"}, r"fields.tables.0.weight' has shape \(4, 16\) in the saved"),
+@pytest.mark.parametrize("change,message", [
+    ({"depth": 4}, r"parameter '[^']*layers.2.[^']*' of the tower is not in the saved model"),
+    ({"emb_dim": 8}, r"parameter 'fields.tables.0.weight' has shape \(4, 16\) in the saved "
+                     r"model, \(4, 8\) in the tower"),
+    ({"scheme": "octuple"}, r"the tokenizer's 'tokenizer' is 'midi-cp' in the saved model, "
+                            r"'midi-octuple' in the tower"),
 ])
-def test_a_mismatched_tower_is_a_config_error_naming_the_parameter(tmp_path, change, name):
+def test_a_mismatched_tower_is_a_config_error_naming_the_parameter(tmp_path, change, message):
     source = saved_midibert(tmp_path / "mlm")
     spec = midi_spec(source)
     config = midibert(change.get("scheme", "cp"), 32, change.get("depth", 2), 2, 64, max_len=64,
-                      emb_dim=16, dropout=0.0, pooler=False)
+                      emb_dim=change.get("emb_dim", 16), dropout=0.0, pooler=False)
     text = mmenc.create_model("text-tiny").config
     spec["overrides"] = midi_text(config, text["towers"]["text"], text["tokenizers"]["text"],
                                   None)
-    with pytest.raises(ConfigError, match=rf"tower of 'midi': init_from .*parameter '[^']*"
-                                          rf"{name}"):
+    with pytest.raises(ConfigError, match=r"tower of 'midi': init_from .*: " + message):
         build_tower("midi", spec, 16)
 
 
