@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmenc.errors import ConfigError
+
 from mmenc_vl.recipes import albef_config, bridge, bridgetower_config, clip_vision_tower, vit_tower
 
 Echo = Callable[[str], None]
@@ -75,17 +77,19 @@ MINILM = {"dim": 384, "depth": 6, "heads": 12, "ffn_dim": 1536}
 
 
 def albef_minilm(vocab: Path, text_layers: int = 3, dim: int = 128, image_size: int = 64,
-                 patch: int = 8, queue_size: int = 1024) -> dict[str, Any]:
+                 patch: int = 8, queue_size: int = 1024,
+                 image_tower: dict[str, Any] | None = None) -> dict[str, Any]:
     """ALBEF with MiniLM's shapes on the text side: ``text_layers`` text + ``6 - text_layers``
     fusion layers (width 384, 12 heads, FFN 1536, bert-base-uncased's vocabulary), the
-    :func:`albef_emoji` ViT (width ``dim``) and ITC width 128. Random weights; a
-    ``warm_start: {text: MINILM_DIR}`` in the model section starts the text and fusion
-    layers from the converted MiniLM."""
+    :func:`albef_emoji` ViT (width ``dim``; or the tower config ``image_tower``, such as
+    :func:`bound_vit`) and ITC width 128. Random weights; a ``warm_start: {text: MINILM_DIR}``
+    in the model section starts the text and fusion layers from the converted MiniLM."""
     if not 1 <= text_layers < MINILM["depth"]:
         raise ValueError(f"text_layers must be 1 .. {MINILM['depth'] - 1}, got {text_layers}")
+    vit = image_tower if image_tower is not None else vit_tower(dim, 4, 4, 4 * dim, image_size,
+                                                                patch)
     config = albef_config(text_layers, MINILM["depth"] - text_layers, MINILM["dim"],
-                          MINILM["heads"], MINILM["ffn_dim"],
-                          vit_tower(dim, 4, 4, 4 * dim, image_size, patch), 128,
+                          MINILM["heads"], MINILM["ffn_dim"], vit, 128,
                           vocab_size=WORDPIECE["size"], max_length=32,
                           text_tok=text_tokenizer(vocab), image_tok=image_tokenizer(image_size),
                           queue_size=queue_size,
@@ -114,20 +118,52 @@ def pretrain_config(recipe: str, overrides: dict[str, Any], train: Path, out: Pa
     }
 
 
-def evaluate(model: Any, pairs: list[dict[str, str]], out: Path,
+class RememberedMatches:
+    """``model`` whose ``match_scores`` keeps the score of every (item, item) pair it has run,
+    so that the two re-rankings of the same ITC top ``k`` (ITM alone, ITC + ITM) run the
+    fusion once per pair. Everything else is the model's."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.scores: dict[tuple[str, Any, str, Any], float] = {}
+        self.computed = 0
+        """Pairs the fusion has run on."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def match_scores(self, a_items: Any, b_items: Any, *, a_modality: str,
+                     b_modality: str) -> Any:
+        import torch
+
+        keys = [(a_modality, a, b_modality, b) for a, b in zip(a_items, b_items, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.scores))
+        if todo:
+            new = self.model.match_scores([k[1] for k in todo], [k[3] for k in todo],
+                                          a_modality=a_modality, b_modality=b_modality)
+            self.scores.update(zip(todo, torch.as_tensor(new).float().flatten().tolist(),
+                                   strict=True))
+            self.computed += len(todo)
+        return torch.tensor([self.scores[k] for k in keys])
+
+
+def evaluate(model: Any, pairs: list[dict[str, str]], out: Path | None,
              rerank: int = RERANK, baselines: dict[str, Any] | None = None) -> dict[str, Any]:
     """Both directions by ITC alone, and with each query's ITC top ``rerank`` re-scored two
     ways: by the ITM matched probability alone (ALBEF's rule), and by the sum of the ITM and
-    ITC logits (ITM log-odds + similarity / temperature, BLIP's combination). ``baselines``
-    (name -> direction -> metrics) are drawn on the charts."""
+    ITC logits (ITM log-odds + similarity / temperature, BLIP's combination); each pair's ITM
+    score is computed once for both. With ``out``, the reports and charts go to ``out/itm``
+    and ``out/itc+itm``, with ``baselines`` (name -> direction -> metrics) drawn on them."""
     from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
 
-    itm = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
+    remembered = RememberedMatches(model)
+    itm = evaluate_retrieval(remembered, pairs, "image", "text", batch_size=64, rerank=rerank,
                              echo=lambda _: None)
-    both = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
-                              rerank_itc_weight="auto", echo=lambda _: None)
-    write_report(itm, out / "itm", baselines)
-    write_report(both, out / "itc+itm", baselines)
+    both = evaluate_retrieval(remembered, pairs, "image", "text", batch_size=64,
+                              rerank=rerank, rerank_itc_weight="auto", echo=lambda _: None)
+    if out is not None:
+        write_report(itm, out / "itm", baselines)
+        write_report(both, out / "itc+itm", baselines)
     return {"itc": itm["metrics"], "itm": itm.get("metrics_rerank"),
             "itc+itm": both.get("metrics_rerank"), "rerank": itm.get("rerank"),
             "counts": itm["counts"]}
@@ -177,6 +213,8 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
              + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items()
                          if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm"))
              + ")")
+        if result.model_dir is None:
+            raise RuntimeError(f"{run_dir}: the run saved no model")
         model = load(result.model_dir).eval()
         report = evaluate(model, pairs, run_dir / "retrieval", rerank, baselines)
         results[name] = {"steps": result.step, "seconds": round(seconds, 1),
@@ -207,84 +245,177 @@ def demo(out: Path, minilm: Path | None, steps: int | None, echo: Echo) -> dict[
                echo, data=out.parent / "data")
 
 
-INIT_VARIANTS = {
+INIT_VARIANTS: dict[str, dict[str, Any]] = {
     "scratch 3+3": {"text_layers": 3, "warm": False},
     "MiniLM 3+3": {"text_layers": 3, "warm": True},
     "MiniLM 4+2": {"text_layers": 4, "warm": True},
+    "MiniLM 3+3, bound ViT from scratch": {"text_layers": 3, "warm": True, "image": "random"},
+    "MiniLM 3+3 + bound image tower": {"text_layers": 3, "warm": True, "image": "warm"},
 }
 """ALBEF with MiniLM's shapes: from random weights, or its text and fusion layers from MiniLM
-(text + fusion layers)."""
+(text + fusion layers). ``image``: ``"random"``, the main job's image tower shape
+(:func:`bound_vit`) from random weights; ``"warm"``, that tower from a saved model (the
+``image`` of :func:`run_init`, such as :func:`bound_image_start`'s); absent, the
+:func:`albef_emoji` ViT from random weights."""
 
 
-def run_init(out: Path, minilm: Path, steps: int = 200, batch_size: int = 64,
-             variants: tuple[str, ...] = tuple(INIT_VARIANTS), lr: float = 1e-4,
-             rerank: int = RERANK, curve: int = 0, echo: Echo = print,
-             data: Path | None = None) -> dict[str, Any]:
-    """ALBEF from scratch against ALBEF whose text and fusion layers start from MiniLM, on
-    the emoji split: each of ``variants`` (keys of :data:`INIT_VARIANTS`) pretrains
-    ``steps`` of ``batch_size`` pairs at ``lr`` with ALBEF's distillation ramp over the
-    first epoch, then retrieves the held-out emoji both ways by ITC, and with each query's
-    ITC top ``rerank`` re-ranked by the ITM probability (ALBEF's retrieval). ``minilm`` is
-    the converted MiniLM folder (:func:`mmenc.demo.convert_minilm`).
-    ``curve`` > 0 also keeps that many evenly spaced checkpoints of each run and reports
-    their held-out ITC R@1."""
+def bound_vit() -> dict[str, Any]:
+    """The image tower config of the main job's bound model (:func:`mmenc.bind.job.tower_specs`:
+    a ViT of width 128, 4 layers, 2 heads, FFN 512, 64 px in 8 px patches)."""
+    from mmenc.bind.job import tower_specs
+
+    return dict(tower_specs(Path("unused"), 4.0)["image"]["overrides"]["towers"]["image"])
+
+
+def bound_image_start(out: Path, minilm: Path, steps: int = 220, echo: Echo = print,
+                      data: Path | None = None) -> dict[str, Any]:
+    """An image tower to start ALBEF from: a bound model (:mod:`mmenc.bind`) of the emoji
+    images alone against the frozen MiniLM hub ``minilm`` (the converted folder), its tower,
+    batch (96), rate (AdamW 1e-3, 20 warm-up steps, cosine), augmentation and loss those of
+    the main job's image tower (:func:`mmenc.bind.job.bind_config`), ``steps`` steps, on the
+    training emoji of :func:`emoji_split` (the split of the main job and of :func:`run_init`).
+    The model goes to ``out/bound-image/model``; its held-out retrieval, both ways, is
+    measured as :func:`run_init` measures ALBEF's ITC (the dual encoder to beat).
+
+    Returns:
+        ``{"model", "steps", "seconds", "cpu_seconds", "itc", "chance", "counts"}``
+        (``cpu_seconds``: the process's CPU time for the training, hub included).
+    """
+    import time
+
+    from mmenc.bind.job import bind_config, tower_specs
+    from mmenc.bind.train import train_bound
     from mmenc.model import load
-    from mmenc.retrieval.evaluate import evaluate_retrieval, write_report
-    from mmenc.train import pretrain_afresh
+    from mmenc.retrieval.evaluate import evaluate_retrieval
 
     out = Path(out)
     train, pairs, n_train, _ = emoji_split(out, data)
-    epoch = max(1, n_train // batch_size)
-    from mmenc.demo import EMOJI_BASELINES, packaged_minilm
+    spec = tower_specs(Path(minilm), 4.0)["image"]
+    config = bind_config({"emoji": {"train": str(train)}}, {"image": spec}, out,
+                         {"image": steps, "pair": 0})
+    config.update(hub={"name": "minilm", "path": str(minilm)},
+                  output_dir=str(out / "bound-image"), cache_dir=str(out / "hub-cache"))
+    cpu = time.process_time()
+    result = train_bound(config, echo=echo)
+    cpu = time.process_time() - cpu
+    report = evaluate_retrieval(load(result.model_dir).eval(), pairs, "image", "text",
+                                batch_size=64, echo=lambda _: None)
+    for direction, m in report["metrics"].items():
+        echo(f"  bound image tower, {direction}: R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
+    return {"model": str(result.model_dir), "steps": steps, "train_items": n_train,
+            "seconds": round(result.seconds, 1), "cpu_seconds": round(cpu, 1),
+            "itc": report["metrics"], "chance": report["chance"], "counts": report["counts"]}
 
+
+def init_config(name: str, out: Path, train: Path, minilm: Path, steps: int,
+                batch_size: int, lr: float, ramp: int,
+                image: Path | None = None) -> dict[str, Any]:
+    """The ``mmenc pretrain`` configuration of :data:`INIT_VARIANTS` ``name`` in ``out``:
+    ``steps`` of ``batch_size`` pairs of the manifest ``train`` at ``lr``, the distillation
+    ramp over ``ramp`` steps; ``minilm`` the converted MiniLM, ``image`` the saved model whose
+    image tower a ``"warm"`` variant takes."""
+    from mmenc.demo import packaged_minilm
+
+    if name not in INIT_VARIANTS:
+        raise ConfigError(f"ALBEF init variant {name!r}: not one of {', '.join(INIT_VARIANTS)}")
+    variant = INIT_VARIANTS[name]
+    vit = variant.get("image")
+    warm: dict[str, str] = {"text": str(minilm)} if variant["warm"] else {}
+    if vit == "warm":
+        if image is None:
+            raise ConfigError(f"ALBEF init variant {name!r} starts its image tower from a "
+                              "saved model: give image (a model folder)")
+        warm["image"] = str(image)
     vocab = packaged_minilm() / "vocab.txt"  # the scratch models' WordPiece: MiniLM's own
+    overrides = albef_minilm(vocab, int(variant["text_layers"]),
+                             image_tower=bound_vit() if vit else None)
+    return pretrain_config("albef-tiny", overrides, train, out, steps, batch_size, lr,
+                           warm or None, ramp)
 
+
+def _cells(report: dict[str, Any], direction: str, rerank: int) -> str:
+    cells = []
+    for label, key in (("ITC", "itc"), (f"top-{rerank} ITM", "itm"),
+                       (f"top-{rerank} ITC+ITM", "itc+itm")):
+        m = (report.get(key) or {}).get(direction)
+        if m:
+            cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
+    return " | ".join(cells)
+
+
+def run_init(out: Path, minilm: Path, steps: int = 200, batch_size: int = 64,
+             variants: tuple[str, ...] = tuple(INIT_VARIANTS)[:3], lr: float = 1e-4,
+             rerank: int = RERANK, curve: int = 0, echo: Echo = print,
+             data: Path | None = None, image: Path | None = None) -> dict[str, Any]:
+    """ALBEF from scratch against ALBEF whose towers start from pretrained ones, on the
+    emoji split: each of ``variants`` (keys of :data:`INIT_VARIANTS`) pretrains ``steps`` of
+    ``batch_size`` pairs at ``lr`` (same data order) with ALBEF's distillation ramp over the
+    first epoch, then retrieves the held-out emoji both ways by ITC, and with each query's
+    ITC top ``rerank`` re-ranked by the ITM probability (ALBEF's retrieval) and by the sum
+    of the ITM and ITC logits (:func:`evaluate`). ``minilm`` is the converted MiniLM folder
+    (:func:`mmenc.demo.convert_minilm`), ``image`` the saved model whose image tower the
+    ``"warm"`` variants take (:func:`bound_image_start`). ``curve`` > 0 also keeps that many
+    evenly spaced checkpoints of each run and evaluates them the same way (a curve of
+    held-out recall against steps). CPU times are the process's (``time.process_time``).
+    The results also go to ``out/init.json``."""
+    import json
+    import time
+
+    from mmenc.demo import EMOJI_BASELINES
+    from mmenc.model import load
+    from mmenc.train import pretrain_afresh
+
+    out = Path(out)
+    unknown = [v for v in variants if v not in INIT_VARIANTS]
+    if unknown:
+        raise ConfigError(f"ALBEF init variants {unknown}: not in {', '.join(INIT_VARIANTS)}")
+    train, pairs, n_train, _ = emoji_split(out, data)
+    epoch = max(1, n_train // batch_size)
     baselines = {name: {"image->text": m} for name, m in EMOJI_BASELINES.items()}
     results: dict[str, Any] = {"task": "emoji image <-> name (held-out emoji)",
                                "train_items": n_train, "test_items": len(pairs),
                                "steps": steps, "batch_size": batch_size, "lr": lr,
-                               "alpha_ramp_steps": epoch, "rerank": rerank}
+                               "alpha_ramp_steps": epoch, "rerank": rerank,
+                               "image": None if image is None else str(image)}
     for name in variants:
-        variant = INIT_VARIANTS[name]
-        run_dir = out / name.replace(" ", "-").replace("+", "p")
-        config = pretrain_config("albef-tiny", albef_minilm(vocab, int(variant["text_layers"])),
-                                 train, run_dir, steps, batch_size, lr,
-                                 {"text": str(minilm)} if variant["warm"] else None, epoch)
+        run_dir = out / name.replace(" + ", "-").replace(", ", "-").replace(" ", "-") \
+            .replace("+", "p")
+        config = init_config(name, run_dir, train, minilm, steps, batch_size, lr, epoch, image)
         if curve:
             config["checkpoint"] = {"every": -(-steps // curve), "keep": curve}
+        cpu = time.process_time()
         result, seconds = pretrain_afresh(config)
+        cpu = time.process_time() - cpu
         metrics = result.metrics
-        echo(f"  {name}: {result.step} steps in {seconds:.0f} s (" + ", ".join(
+        echo(f"  {name}: {result.step} steps in {seconds:.0f} s, {cpu:.0f} CPU-s (" + ", ".join(
             f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items()
             if k.split("/")[-1] in ("loss_itc", "loss_itm", "loss_mlm", "mlm_acc")) + ")")
         if result.model_dir is None:
             raise RuntimeError(f"{run_dir}: the run saved no model")
-        model = load(result.model_dir).eval()
-        full = evaluate_retrieval(model, pairs, "image", "text", batch_size=64, rerank=rerank,
-                                  echo=lambda _: None)  # ALBEF's rule: ITM probability
-        write_report(full, run_dir / "retrieval", baselines)
-        report = {"itc": full["metrics"], "itm": full.get("metrics_rerank"),
-                  "rerank": full.get("rerank"), "counts": full["counts"]}
-        entry: dict[str, Any] = {"seconds": round(seconds, 1), "model": str(result.model_dir),
-                                 "train_metrics": metrics, **report}
+        eval_cpu = time.process_time()
+        points: dict[int, dict[str, Any]] = {}
         if curve:
-            points = {}
             for ckpt in sorted(run_dir.glob("ckpt-*")):
                 step = int(ckpt.name.split("-")[-1])
-                m = evaluate_retrieval(load(ckpt / "model").eval(), pairs, "image", "text",
-                                       batch_size=64, echo=lambda _: None)["metrics"]
-                points[step] = {d: m[d]["R@1"] for d in ("image->text", "text->image")}
-            entry["curve"] = points
-            echo("    held-out ITC R@1 by step: " + ", ".join(
-                f"{s}: {p['image->text']:.3f} / {p['text->image']:.3f}"
-                for s, p in points.items()))
+                if step < result.step:
+                    points[step] = evaluate(load(ckpt / "model").eval(), pairs, None, rerank)
+        report = evaluate(load(result.model_dir).eval(), pairs, run_dir / "retrieval", rerank,
+                          baselines)
+        points[result.step] = report
+        eval_cpu = time.process_time() - eval_cpu
+        keys = ("itc", "itm", "itc+itm")
+        entry: dict[str, Any] = {
+            "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+            "eval_cpu_seconds": round(eval_cpu, 1), "model": str(result.model_dir),
+            "train_metrics": metrics, **report,
+            "curve": {step: {k: {d: {m: p[k][d][m] for m in ("R@1", "MRR")}
+                                 for d in p[k]} for k in keys if p.get(k)}
+                      for step, p in sorted(points.items())}}
         results[name] = entry
-        for direction in ("image->text", "text->image"):
-            cells = []
-            for label, key in (("ITC", "itc"), (f"top-{rerank} ITM", "itm")):
-                m = (report.get(key) or {}).get(direction)
-                if m:
-                    cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
-            echo(f"    {direction}: " + " | ".join(cells))
+        for step, p in sorted(points.items()):
+            for direction in ("image->text", "text->image"):
+                echo(f"    step {step}, {direction}: {_cells(p, direction, rerank)}")
+        (out / "init.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     results["baselines"] = EMOJI_BASELINES
+    (out / "init.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return results
