@@ -18,17 +18,63 @@ Axis legend: ``b`` batch, ``n`` notes, ``f`` fields, ``e`` field embedding width
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from mmenc.batch import Features, TokenBatch
+from mmenc.errors import ConfigError
 from mmenc.model import Encoder
 from mmenc.nn import Pooler, TrunkConfig, build_trunk, masked_mean
+from mmenc.recipe_config import RecipeConfig
 from torch import Tensor, nn
 
 MODALITY = "midi"
 POOLINGS = ("mean", "cls", "pooler")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MidiBertConfig(RecipeConfig):
+    """The typed configuration of MIDI-BERT (the dict :func:`mmenc_midi.recipes.midibert`
+    writes; a ``midi`` tower's section is the same without ``tokenizers``).
+
+    Fields whose default is not obvious:
+        scheme: the compound-token dictionary, ``cp`` (MIDI-BERT) or ``octuple``.
+        fields, vocab_sizes, pad_ids, mask_ids: one entry per compound-token field.
+        emb_dim: width of each field's embedding before their concatenation is projected.
+        pooling: ``mean`` over real notes, the ``cls`` token, or the ``pooler`` (needs it).
+        source: where a converted model came from (``{"format", "path"}``), for the record.
+    """
+
+    scheme: Literal["cp", "octuple"]
+    fields: tuple[str, ...]
+    vocab_sizes: tuple[int, ...]
+    pad_ids: tuple[int, ...]
+    mask_ids: tuple[int, ...]
+    emb_dim: int
+    trunk: TrunkConfig
+    tokenizers: dict[str, dict[str, Any]]
+    dropout: float = 0.0
+    pooler: bool = False
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    embed_dim: int | None = None
+    source: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.fields)
+        for key in ("vocab_sizes", "pad_ids", "mask_ids"):
+            if len(getattr(self, key)) != n:
+                raise ConfigError(f"config.{key}: {len(getattr(self, key))} entries for "
+                                  f"{n} fields")
+        for key in ("pad_ids", "mask_ids"):
+            for i, (token, size) in enumerate(zip(getattr(self, key), self.vocab_sizes,
+                                                  strict=True)):
+                if not 0 <= token < size:
+                    raise ConfigError(f"config.{key}[{i}]: token id {token} is outside "
+                                      f"0..{size - 1} (vocab_sizes[{i}])")
+        if self.pooling == "pooler" and not self.pooler:
+            raise ConfigError("config.pooling: 'pooler' needs pooler: true")
 
 
 class FieldEmbeddings(nn.Module):
@@ -61,22 +107,25 @@ class MidiBertEncoder(Encoder):
     """
 
     def __init__(self, config: dict[str, Any], tokenizer: Any) -> None:
+        settings = MidiBertConfig.read(config)
         super().__init__("midibert", config, {MODALITY: tokenizer})
-        trunk_cfg = TrunkConfig(**config["trunk"])
+        trunk_cfg = settings.trunk
         dim = trunk_cfg.dim
-        self.pad_ids = tuple(int(p) for p in config["pad_ids"])
-        self.fields = FieldEmbeddings(list(config["vocab_sizes"]), int(config["emb_dim"]), dim)
+        self.pad_ids = settings.pad_ids
+        self.fields = FieldEmbeddings(list(settings.vocab_sizes), settings.emb_dim, dim)
         self.type_bias = nn.Parameter(torch.zeros(dim))
         self.embed_norm = nn.LayerNorm(dim, eps=trunk_cfg.eps)
-        self.embed_drop = nn.Dropout(float(config.get("dropout", 0.0)))
+        self.embed_drop = nn.Dropout(settings.dropout)
         self.trunk = build_trunk(trunk_cfg)
-        self.pooler = Pooler(dim) if config.get("pooler", False) else None
-        self.pooling = config.get("pooling", "mean")
-        if self.pooling not in POOLINGS or (self.pooling == "pooler" and self.pooler is None):
-            raise ValueError(f"pooling must be one of {POOLINGS} (pooler needs pooler: true), "
-                             f"got {self.pooling!r}")
-        embed_dim = config.get("embed_dim")
+        self.pooler = Pooler(dim) if settings.pooler else None
+        self.pooling = settings.pooling
+        embed_dim = settings.embed_dim
         self.proj = nn.Linear(dim, embed_dim, bias=False) if embed_dim else nn.Identity()
+
+    @property
+    def settings(self) -> MidiBertConfig:
+        """The typed view of ``config``."""
+        return MidiBertConfig.read(self.config)
 
     @property
     def width(self) -> int:
@@ -129,24 +178,28 @@ class MidiBertEncoder(Encoder):
         return self.proj(self.pool(self.forward_features(batch, modality)))
 
 
-def check_tokenizer(config: dict[str, Any], tokenizer: Any) -> None:
+def check_tokenizer(config: MidiBertConfig, tokenizer: Any) -> None:
     """The tokenizer fits the model: the same field sizes, no more notes than positions."""
-    vocab_sizes = list(config["vocab_sizes"])
+    vocab_sizes = list(config.vocab_sizes)
     if hasattr(tokenizer, "vocab") and list(tokenizer.vocab.sizes) != vocab_sizes:
         raise ValueError(f"the tokenizer's field sizes {list(tokenizer.vocab.sizes)} do not "
                          f"match the model's {vocab_sizes}")
-    positions = int(config["trunk"].get("max_positions", 512))
+    positions = config.trunk.max_positions
     if getattr(tokenizer, "max_len", 0) > positions:
         raise ValueError(f"the tokenizer keeps {tokenizer.max_len} notes but the relative "
                          f"position table covers {positions}")
 
 
 def build_midibert(config: dict[str, Any], directory: Path | None = None) -> MidiBertEncoder:
-    """Build the encoder and its tokenizer from a configuration."""
+    """Build the encoder and its tokenizer from a configuration, read into a
+    :class:`MidiBertConfig` first."""
     from mmenc_midi.tokenizers import tokenizer_for
 
-    tokenizer = tokenizer_for(config["tokenizers"][MODALITY])
-    check_tokenizer(config, tokenizer)
+    settings = MidiBertConfig.read(config)
+    if MODALITY not in settings.tokenizers:
+        raise ConfigError(f"config.tokenizers: MIDI-BERT needs a {MODALITY!r} tokenizer")
+    tokenizer = tokenizer_for(settings.tokenizers[MODALITY])
+    check_tokenizer(settings, tokenizer)
     return MidiBertEncoder(config, tokenizer)
 
 
@@ -161,8 +214,9 @@ def midi_tower(config: dict[str, Any], tokenizer: Any) -> MidiBertEncoder:
     """Factory of the ``midi`` tower kind: a :class:`MidiBertEncoder` on the modality's
     tokenizer (CP or Octuple), whose field sizes it must match. Configuration: a
     :func:`mmenc_midi.recipes.midibert` configuration without ``tokenizers``."""
-    check_tokenizer(config, tokenizer)
-    return MidiBertEncoder({**config, "tokenizers": {MODALITY: tokenizer.config()}}, tokenizer)
+    config = {**config, "tokenizers": {MODALITY: tokenizer.config()}}
+    check_tokenizer(MidiBertConfig.read(config), tokenizer)
+    return MidiBertEncoder(config, tokenizer)
 
 
 def midi_tower_from(source: Any) -> tuple[MidiBertEncoder, dict[str, Any], Any]:
