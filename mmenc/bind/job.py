@@ -41,6 +41,9 @@ BASELINES = {
 TARGETS = {"emoji image -> name": ("R@1", 0.30), "docstring -> function": ("MRR", 0.60),
            "speech -> transcript": ("R@1", 0.40), "MIDI -> rendered audio": ("R@1", 0.70),
            "speech -> emoji image": ("R@1", 0.05), "speech -> code": ("R@1", 0.10)}
+# the speech set: training texts of the other pairings spoken, espeak-ng clips per text, and
+# held-out docstrings spoken by the held-out voice (emergent queries)
+SPEECH_SIZES = {"spoken_names": 800, "spoken_docs": 300, "emergent_docs": 300, "per_text": 1}
 
 
 def shorter_copy(minilm: Path, out: Path, max_length: int) -> Path:
@@ -88,6 +91,21 @@ def tower_specs(minilm_code: Path, audio_seconds: float) -> dict[str, dict[str, 
     return specs
 
 
+def spoken_training_texts(data: dict[str, Any], sizes: dict[str, int],
+                          rng: random.Random) -> list[str]:
+    """The training-split texts of the other pairings that espeak-ng speaks in training voices
+    for the speech set: ``sizes["spoken_names"]`` emoji names (words for the emoji) and
+    ``sizes["spoken_docs"]`` docstrings of at most 80 characters, drawn by ``rng``."""
+    extra: list[str] = []
+    if "emoji" in data:
+        names = [r["text"] for r in data["emoji"]["train"]]
+        extra += rng.sample(names, min(sizes["spoken_names"], len(names)))
+    if "code" in data:
+        docs = [r["text"] for r in data["code"]["train"] if len(r["text"]) <= 80]
+        extra += rng.sample(docs, min(sizes["spoken_docs"], len(docs)))
+    return extra
+
+
 def build_data(out: Path, echo: Echo, sizes: dict[str, int]) -> dict[str, Any]:
     """Every pairing that can be built here (the others are reported as skipped)."""
     data: dict[str, Any] = {"skipped": {}}
@@ -105,15 +123,9 @@ def build_data(out: Path, echo: Echo, sizes: dict[str, int]) -> dict[str, Any]:
             data["skipped"][name] = str(exc)
             echo(f"  {name}: skipped ({exc})")
     rng = random.Random(0)
-    extra: list[str] = []
-    if "emoji" in data:  # training names spoken in training voices: words for the emoji
-        names = [r["text"] for r in data["emoji"]["train"]]
-        extra += rng.sample(names, min(sizes["spoken_names"], len(names)))
-    if "code" in data:
-        docs = [r["text"] for r in data["code"]["train"] if len(r["text"]) <= 80]
-        extra += rng.sample(docs, min(sizes["spoken_docs"], len(docs)))
     try:
-        data["speech"] = datasets.speech(out, extra, sizes["per_text"])
+        data["speech"] = datasets.speech(out, spoken_training_texts(data, sizes, rng),
+                                         sizes["per_text"])
         echo(f"  speech: {len(data['speech']['train'])} training clips "
              f"({data['speech']['synthetic']} synthetic), {len(data['speech']['test'])} "
              f"held-out real prompts ({time.perf_counter() - t0:.0f} s)")
@@ -326,7 +338,7 @@ def run_bind_job(out: Path, minilm_dir: Path, echo: Echo = print, scale: float =
     steps["code_items"] = min(5000, round(2000 * max(1.0, scale)))
     steps["code_finetune"] = int(scale >= 4)
     sizes = {"music_train": min(3000, round(1000 * max(1.0, scale))), "music_test": 500,
-             "spoken_names": 800, "spoken_docs": 300, "emergent_docs": 300, "per_text": 1}
+             **SPEECH_SIZES}
     echo("[2/4] data")
     data = build_data(out / "data", echo, sizes)
     specs = tower_specs(shorter_copy(minilm_dir, out / "minilm-code", 128), audio_seconds=4.0)

@@ -75,3 +75,18 @@ def test_a_saved_beats_on_other_mel_bins_is_a_config_error(tmp_path: Path) -> No
                         tokenizers={"audio": {"num_mel_bins": 64}})
     with pytest.raises(ConfigError, match="'num_mel_bins' is 64 in the saved model, 128"):
         build_tower("audio", {**TOWER, "init_from": str(other)}, 8)
+
+
+def test_the_speech_iterations_example_fits_the_bound_audio_tower(tmp_path: Path) -> None:
+    from mmenc.bind.job import tower_specs
+    from mmenc_audio.iterate import read_config, stages
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "beats-iterate-speech.yaml"
+    model = next(s for s in stages(read_config(example)) if s["kind"] == "model")
+    spec = model["pretrain"]["model"]
+    saved = tmp_path / "iter-model"
+    mmenc.create_model(spec["recipe"], **spec["overrides"]).save_pretrained(saved)
+    tower_spec = tower_specs(Path("unused"), audio_seconds=4.0)["audio"]
+    tower = build_tower("audio", {**tower_spec, "init_from": str(saved)}, 8)
+    copied = tower.encoder.towers["audio"].state_dict()
+    assert all(torch.equal(t, copied[k]) for k, t in mmenc.load(saved).state_dict().items())
