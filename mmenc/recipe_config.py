@@ -106,6 +106,8 @@ def convert_value(hint: Any, value: Any, path: str, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{_at(where)}{path}: expected a mapping, got {value!r:.60}")
+        if args[1] is Any:  # a section another reader checks: passed on as it is
+            return value
         return {str(k): convert_value(args[1], v, f"{path}.{k}", where) for k, v in value.items()}
     if hint is Any:
         return value

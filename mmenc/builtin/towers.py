@@ -19,6 +19,7 @@ over concatenated tokens). Nothing in the configuration is an import path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,41 @@ from mmenc.builtin.fusion import DualFusion
 from mmenc.errors import ConfigError, UnknownNameError
 from mmenc.model import Encoder
 from mmenc.nn import masked_mean
+from mmenc.recipe_config import RecipeConfig
 
 POOLINGS = ("cls", "mean", "pooler")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TowersConfig(RecipeConfig):
+    """The typed configuration of a tower encoder (see the module docstring).
+
+    Each tower's section is read by the factory of its ``kind``, each tokenizer's by its
+    tokenizer, and the ``fusion`` options by the fusion it names.
+
+    Fields whose default is not obvious:
+        pooling: modality -> ``cls`` (default), ``mean`` or ``pooler``.
+        embed_dim: the width of the projections to the shared space; None: no projection.
+        fusion: ``{"name": a registered fusion, ...its options}``; None: ``dual`` (none).
+        source: where a converted model came from (``{"format", "path"}``), for the record.
+    """
+
+    towers: dict[str, dict[str, Any]]
+    tokenizers: dict[str, dict[str, Any]]
+    pooling: dict[str, str] = field(default_factory=dict)
+    embed_dim: int | None = None
+    fusion: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.towers:
+            raise ConfigError("towers: a mapping of modality -> tower configuration is needed")
+        for m, how in self.pooling.items():  # checked when built, not at the first encode
+            if m in self.towers and how not in POOLINGS:
+                raise ConfigError(f"pooling.{m} must be one of {POOLINGS}, got {how!r}")
+        if self.fusion is not None and not isinstance(self.fusion.get("name"), str):
+            raise ConfigError(f"config.fusion.name: a registered fusion is needed, got "
+                              f"{self.fusion.get('name')!r:.40}")
 
 
 CREATION_ONLY = ("pretrained_file",)
@@ -149,19 +183,22 @@ class TowerEncoder(Encoder):
     def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Tokenizer], fusion: nn.Module | None = None) -> None:
         super().__init__(recipe, config, tokenizers)
+        settings = self.settings
         self.towers = nn.ModuleDict(towers)
-        self.kinds = {m: config["towers"][m]["kind"] for m in towers}
-        self.pooling = {m: config.get("pooling", {}).get(m, "cls") for m in towers}
-        for m, how in self.pooling.items():  # checked when built, not at the first encode
-            if not isinstance(how, str) or how not in POOLINGS:
-                raise ValueError(f"pooling.{m} must be one of {POOLINGS}, got {how!r}")
+        self.kinds = {m: settings.towers[m]["kind"] for m in towers}
+        self.pooling = {m: settings.pooling.get(m, "cls") for m in towers}
         self.fusion = fusion
         self._frozen_cache: dict[str, tuple[tuple[int, ...], dict[bytes, Tensor]]] = {}
-        embed_dim = config.get("embed_dim")
+        embed_dim = settings.embed_dim
         self.proj = nn.ModuleDict({
             m: nn.Linear(self.width(m), embed_dim, bias=False) if embed_dim else nn.Identity()
             for m in towers
         })
+
+    @property
+    def settings(self) -> TowersConfig:
+        """The typed view of ``config`` (read again on each use: a warm start changes it)."""
+        return TowersConfig.read(self.config)
 
     def width(self, modality: str) -> int:
         """The width of a modality's tower states (before the projection)."""
@@ -297,15 +334,14 @@ def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -
     from mmenc.specs import resolve
 
     cat = catalogue()
-    tower_cfgs = config["towers"]
-    if not isinstance(tower_cfgs, dict) or not tower_cfgs:
-        raise ConfigError("towers: a mapping of modality -> tower configuration is needed")
-    tokenizers = build_tokenizers(config["tokenizers"], directory)
+    settings = TowersConfig.read(config)
+    tower_cfgs = settings.towers
+    tokenizers = build_tokenizers(settings.tokenizers, directory)
     missing = [m for m in tower_cfgs if m not in tokenizers]
     if missing:
         raise ConfigError(f"tokenizers: no tokenizer for the tower(s) {', '.join(missing)}")
     towers = {m: build_tower(c, tokenizers[m], f"towers.{m}") for m, c in tower_cfgs.items()}
-    fusion_cfg = dict(config.get("fusion") or {"name": "dual"})
+    fusion_cfg = dict(settings.fusion or {"name": "dual"})
     fusion_name = fusion_cfg.pop("name")
     fusion = resolve(cat.get("fusion", fusion_name).factory)(
         widths={m: tower_width(t, tower_cfgs[m]) for m, t in towers.items()}, **fusion_cfg

@@ -184,8 +184,9 @@ class BridgeTowerEncoder(TowerEncoder):
             self.temp = nn.Parameter(torch.tensor(settings.temp))
 
     @property
-    def settings(self) -> BridgeTowerConfig:
-        """The typed view of ``config`` (read again on each use: a warm start changes it)."""
+    def settings(self) -> BridgeTowerConfig:  # type: ignore[override]
+        """The typed view of ``config`` (read again on each use: a warm start changes it);
+        it has the ``towers``, ``pooling`` and ``embed_dim`` a tower encoder reads."""
         return BridgeTowerConfig.read(self.config)
 
     def width(self, modality: str) -> int:
