@@ -15,6 +15,7 @@ language-model head is the word-embedding matrix (tied, no bias).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ from mmenc.batch import Features, TokenBatch, Tokenizer
 from mmenc.errors import ConfigError
 from mmenc.model import Encoder
 from mmenc.nn import init_weights, masked_mean
+from mmenc.recipe_config import RecipeConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class UniXcoderConfig(RecipeConfig):
+    """The typed configuration of UniXcoder (see the module docstring). ``encoder`` is read by
+    the text transformer (:func:`mmenc.keymaps.hf_text.build_text_transformer`), each view's
+    tokenizer section by its tokenizer.
+
+    Fields whose default is not obvious:
+        embed_dim: the width of a projection of the mean-pooled states; None: none.
+        source: where a converted model came from (``{"format", "path"}``), for the record.
+    """
+
+    encoder: dict[str, Any]
+    tokenizers: dict[str, dict[str, Any]]
+    embed_dim: int | None = None
+    source: dict[str, Any] | None = None
 
 
 class UniXcoder(Encoder):
@@ -39,10 +58,16 @@ class UniXcoder(Encoder):
     def __init__(self, recipe: str, config: dict[str, Any], encoder: nn.Module,
                  tokenizers: dict[str, Tokenizer]) -> None:
         super().__init__(recipe, config, tokenizers)
+        settings = self.settings
         self.encoder = encoder
-        embed_dim = config.get("embed_dim")
-        width = int(config["encoder"]["trunk"]["dim"])
+        embed_dim = settings.embed_dim
+        width = int(settings.encoder["trunk"]["dim"])
         self.proj = nn.Linear(width, embed_dim, bias=False) if embed_dim else nn.Identity()
+
+    @property
+    def settings(self) -> UniXcoderConfig:
+        """The typed view of ``config`` (read again on each use: a warm start changes it)."""
+        return UniXcoderConfig.read(self.config)
 
     @property
     def pad_id(self) -> int:
@@ -87,12 +112,11 @@ def build_unixcoder(config: dict[str, Any], directory: Path | None = None) -> Un
     from mmenc.registry import catalogue
     from mmenc.specs import resolve
 
-    if "encoder" not in config or "tokenizers" not in config:
-        raise ConfigError("a unixcoder config needs 'encoder' and 'tokenizers'")
-    encoder = build_text_transformer(config["encoder"])
+    settings = UniXcoderConfig.read(config)
+    encoder = build_text_transformer(settings.encoder)
     tokenizers = {}
-    vocab = int(config["encoder"]["vocab_size"])
-    for view, tok_cfg in config["tokenizers"].items():
+    vocab = int(settings.encoder["vocab_size"])
+    for view, tok_cfg in settings.tokenizers.items():
         name = tok_cfg.get("tokenizer", "unixcoder")
         tok = resolve(catalogue().get("tokenizer", name).factory)(tok_cfg, directory)
         if tok.modality != view:
