@@ -49,15 +49,14 @@ class UniXcoder(Encoder):
     """One text transformer shared by the ``code``, ``text`` and ``ast`` views.
 
     Args:
-        recipe: catalogue name.
         config: see the module docstring.
         encoder: the RoBERTa-style text transformer.
         tokenizers: view -> :class:`~mmenc_code.tokenizer.UniXcoderTokenizer`.
     """
 
-    def __init__(self, recipe: str, config: dict[str, Any], encoder: nn.Module,
+    def __init__(self, config: dict[str, Any], encoder: nn.Module,
                  tokenizers: dict[str, Tokenizer]) -> None:
-        super().__init__(recipe, config, tokenizers)
+        super().__init__(config, tokenizers)
         settings = self.settings
         self.encoder = encoder
         embed_dim = settings.embed_dim
@@ -104,6 +103,13 @@ class UniXcoder(Encoder):
         """``[... d] -> [... vocab]`` through the tied word embeddings (UniXcoder's ``lm_head``)."""
         return hidden @ self.encoder.embeddings.word.weight.T
 
+    def warm_start(self, modality: str, source: Encoder) -> None:
+        """Start the encoder and the tokenizers from a saved model's BERT-style text tower
+        (``model.warm_start: {text: PATH}``; :mod:`mmenc_code.warm_start`)."""
+        from mmenc_code.warm_start import warm_start
+
+        warm_start(self, modality, source)
+
 
 def build_unixcoder(config: dict[str, Any], directory: Path | None = None) -> UniXcoder:
     """Build a :class:`UniXcoder` (tokenizer files are read from ``directory``); a model built
@@ -127,7 +133,7 @@ def build_unixcoder(config: dict[str, Any], directory: Path | None = None) -> Un
             raise ConfigError(f"unixcoder: the {view} tokenizer has {size} tokens, the "
                               f"embedding table {vocab}")
         tokenizers[view] = tok
-    model = UniXcoder("unixcoder-base", config, encoder, tokenizers)
+    model = UniXcoder(config, encoder, tokenizers)
     if directory is None:
         init_weights(model)
     return model

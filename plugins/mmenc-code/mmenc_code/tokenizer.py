@@ -22,8 +22,9 @@ itself stops at 200 nested brackets). ``stats["cut"]`` counts the items cut.
 
 Vocabularies come from an official folder (``vocab.json`` + ``merges.txt``), from a saved
 ``tokenizer.json``, from :func:`train_bpe` on a corpus, or (``kind: bytes``) from the bytes alone
-(no merges) for tiny models. The three views of a fragment share one vocabulary: ``code`` and
-``text`` tokenize the string, ``ast`` its flattened syntax tree (:mod:`mmenc_code.ast_view`).
+(no merges) for tiny models, or (``kind: wordpiece``) from a BERT WordPiece ``tokenizer.json``
+whose ``[unusedN]`` slots take the UniXcoder tokens (:mod:`mmenc_code.warm_start`). The three
+views of a fragment share one vocabulary: ``code`` and ``text`` tokenize the string, ``ast`` its flattened syntax tree (:mod:`mmenc_code.ast_view`).
 """
 
 from __future__ import annotations
@@ -323,6 +324,10 @@ def build(name: str, config: dict[str, Any], directory: Path | None) -> Any:
             tok = Tokenizer.from_file(str(saved))
         except Exception as exc:
             raise CheckpointError(f"{saved}: not a readable tokenizer.json ({exc})") from None
+        if kind == "wordpiece":  # a BERT vocabulary: specials renamed, [unusedN] slots taken
+            from mmenc_code.warm_start import wordpiece_specials
+
+            tok = wordpiece_specials(tok, options["lang"])
     elif kind == "bytes":
         tok = bytes_tokenizer(options["lang"])
     elif kind == "roberta":
