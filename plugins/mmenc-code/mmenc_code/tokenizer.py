@@ -24,7 +24,8 @@ Vocabularies come from an official folder (``vocab.json`` + ``merges.txt``), fro
 ``tokenizer.json``, from :func:`train_bpe` on a corpus, or (``kind: bytes``) from the bytes alone
 (no merges) for tiny models, or (``kind: wordpiece``) from a BERT WordPiece ``tokenizer.json``
 whose ``[unusedN]`` slots take the UniXcoder tokens (:mod:`mmenc_code.warm_start`). The three
-views of a fragment share one vocabulary: ``code`` and ``text`` tokenize the string, ``ast`` its flattened syntax tree (:mod:`mmenc_code.ast_view`).
+views of a fragment share one vocabulary: ``code`` and ``text`` tokenize the string, ``ast``
+its flattened syntax tree (:mod:`mmenc_code.ast_view`).
 """
 
 from __future__ import annotations
