@@ -38,17 +38,17 @@ class Encoder(nn.Module):
     tokenization, ``encode``, gradient checkpointing and saving.
 
     Args:
-        recipe: the catalogue name of the recipe that built the model.
         config: the configuration that rebuilds the same architecture (stored in config.json).
         tokenizers: one tokenizer per modality the model encodes.
     """
 
     directory: Path | None = None  # the folder it was loaded from (exports live there)
+    # the catalogue name of the recipe that built the model: set by whoever names it
+    # (mmenc.create_model, mmenc.load, a converter), saved in config.json
+    recipe: str = ""
 
-    def __init__(self, recipe: str, config: dict[str, Any],
-                 tokenizers: dict[str, Tokenizer]) -> None:
+    def __init__(self, config: dict[str, Any], tokenizers: dict[str, Tokenizer]) -> None:
         super().__init__()
-        self.recipe = recipe
         self.config = dict(config)
         self.tokenizers = dict(tokenizers)
 

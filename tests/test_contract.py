@@ -105,7 +105,7 @@ class _LeakyEncoder(Encoder):
     """Byte-level text, mean-pooled over every position (pads included): breaks padding."""
 
     def __init__(self, config, tokenizer):
-        super().__init__("leaky-tiny", config, {"text": tokenizer})
+        super().__init__(config, {"text": tokenizer})
         self.embedding = nn.Embedding(261, 8)
         self.unused = nn.Linear(8, 8)
 

@@ -118,9 +118,11 @@ def test_a_kind_that_builds_no_tower_and_a_warm_start_without_from_encoder(bag_p
                                           r"Linear without forward_features"):
         mmenc.create_model("bag-text-tiny", towers={"text": {"kind": "not-a-tower"}})
     model = mmenc.create_model("bag-text-tiny")
+    towerless = Encoder({}, {})
+    towerless.recipe = "no-towers"
     with pytest.raises(ValueError, match=r"kind 'bag'\) starts from a model with a 'bag' "
                                          r"tower; 'no-towers' has none"):
-        model.warm_start("text", Encoder("no-towers", {}, {}))
+        model.warm_start("text", towerless)
     model.warm_start("text", mmenc.create_model("text-tiny"))  # the same modality: any kind
     assert model.kinds["text"] == "text" and model.proj["text"].in_features == 32
 

@@ -67,9 +67,11 @@ class OpenClipEncoder(Encoder):
     ``text_cfg``) wins over ``arch``.
     """
 
+    recipe = "open-clip"  # the one recipe of this class, whoever builds it
+
     def __init__(self, config: dict[str, Any], clip: torch.nn.Module,
                  tokenizers: dict[str, Tokenizer]) -> None:
-        super().__init__("open-clip", config, tokenizers)
+        super().__init__(config, tokenizers)
         self.clip = clip
 
     def forward_features(self, batch: TokenBatch, modality: str,

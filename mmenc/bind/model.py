@@ -54,6 +54,7 @@ class BoundEncoder(Encoder):
     """
 
     rotation: Tensor  # a buffer
+    recipe = RECIPE  # the one recipe of this class, whoever builds it
 
     def __init__(self, config: dict[str, Any], hub: Encoder,
                  towers: dict[str, EncoderTower], rotation: Tensor | None = None) -> None:
@@ -62,7 +63,7 @@ class BoundEncoder(Encoder):
             raise ConfigError(f"towers {sorted(clash)} duplicate modalities the hub encodes")
         tokenizers: dict[str, Tokenizer] = dict(hub.tokenizers)
         tokenizers.update({m: t.tokenizer for m, t in towers.items()})
-        super().__init__(RECIPE, config, tokenizers)
+        super().__init__(config, tokenizers)
         self.hub = hub
         for p in hub.parameters():
             p.requires_grad_(False)

@@ -172,7 +172,6 @@ class TowerEncoder(Encoder):
     """One tower per modality, an optional fusion, and a projection per modality.
 
     Args:
-        recipe: catalogue name.
         config: see the module docstring.
         towers: modality -> a tower (:class:`mmenc.batch.Tower`), of the kind the
             configuration names for it.
@@ -180,9 +179,9 @@ class TowerEncoder(Encoder):
         fusion: a fusion module (``None`` or the ``dual`` fusion for independent towers).
     """
 
-    def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
+    def __init__(self, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Tokenizer], fusion: nn.Module | None = None) -> None:
-        super().__init__(recipe, config, tokenizers)
+        super().__init__(config, tokenizers)
         settings = self.settings
         self.towers = nn.ModuleDict(towers)
         self.kinds = {m: settings.towers[m]["kind"] for m in towers}
@@ -349,4 +348,4 @@ def build_tower_encoder(config: dict[str, Any], directory: Path | None = None) -
     if any(k in c for c in tower_cfgs.values() for k in CREATION_ONLY):
         config = {**config, "towers": {m: {k: v for k, v in c.items() if k not in CREATION_ONLY}
                                        for m, c in tower_cfgs.items()}}
-    return TowerEncoder("towers", config, towers, tokenizers, fusion)
+    return TowerEncoder(config, towers, tokenizers, fusion)

@@ -44,7 +44,7 @@ class TimeseriesEncoder(Encoder):
 
     def __init__(self, config: dict[str, Any], tokenizer: PatchTokenizer, stem: nn.Linear,
                  positions: LearnedPositions, trunk: Trunk, proj: nn.Module) -> None:
-        super().__init__("timeseries-tiny", config, {MODALITY: tokenizer})
+        super().__init__(config, {MODALITY: tokenizer})
         self.stem = stem
         self.positions = positions
         self.trunk = trunk

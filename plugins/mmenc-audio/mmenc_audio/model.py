@@ -147,7 +147,7 @@ class BEATsEncoder(Encoder):
         if MODALITY not in settings.tokenizers:
             raise ValueError(f"tokenizers: BEATs needs an {MODALITY!r} tokenizer")
         tokenizer = build_tokenizer(settings.tokenizers[MODALITY], directory)
-        super().__init__("beats-base", config, {MODALITY: tokenizer})
+        super().__init__(config, {MODALITY: tokenizer})
         if (tokenizer.patch_size != settings.patch_size
                 or tokenizer.num_mel_bins != settings.num_mel_bins):
             raise ValueError("the audio tokenizer's patch_size / num_mel_bins differ from the "

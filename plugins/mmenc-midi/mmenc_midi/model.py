@@ -108,7 +108,7 @@ class MidiBertEncoder(Encoder):
 
     def __init__(self, config: dict[str, Any], tokenizer: Any) -> None:
         settings = MidiBertConfig.read(config)
-        super().__init__("midibert", config, {MODALITY: tokenizer})
+        super().__init__(config, {MODALITY: tokenizer})
         trunk_cfg = settings.trunk
         dim = trunk_cfg.dim
         self.pad_ids = settings.pad_ids

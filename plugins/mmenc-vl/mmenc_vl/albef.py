@@ -87,9 +87,9 @@ def cross_attention_fusion(widths: Mapping[str, int], **config: Any) -> CrossAtt
 class ALBEFEncoder(Encoder):
     """ALBEF (see the module docstring)."""
 
-    def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
+    def __init__(self, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Any], fusion: CrossAttentionFusion) -> None:
-        super().__init__(recipe, config, tokenizers)
+        super().__init__(config, tokenizers)
         settings = self.settings
         self.towers = nn.ModuleDict(towers)
         self.kinds = {m: settings.towers[m]["kind"] for m in towers}
@@ -298,7 +298,7 @@ def build_albef(config: dict[str, Any], directory: Path | None = None) -> ALBEFE
     tokenizers = build_tokenizers(settings.tokenizers, directory)
     fusion = CrossAttentionFusion({m: int(c["trunk"]["dim"]) for m, c in settings.towers.items()},
                                   **settings.fusion.kwargs())
-    model = ALBEFEncoder("albef", config, towers, tokenizers, fusion)
+    model = ALBEFEncoder(config, towers, tokenizers, fusion)
     if directory is None:  # a new model: BERT's initialisation, momentum copies equal to it
         init_weights(model, std=None if settings.init == "fan-in" else 0.02)
         if model.pretraining:

@@ -162,9 +162,9 @@ class BridgeTowerEncoder(TowerEncoder):
     projected); ``forward_fused`` runs the cross-modal layers over a text and an image batch.
     """
 
-    def __init__(self, recipe: str, config: dict[str, Any], towers: dict[str, nn.Module],
+    def __init__(self, config: dict[str, Any], towers: dict[str, nn.Module],
                  tokenizers: dict[str, Any], fusion: BridgeFusion) -> None:
-        super().__init__(recipe, config, towers, tokenizers, fusion)
+        super().__init__(config, towers, tokenizers, fusion)
         settings = self.settings
         dim = settings.fusion.dim
         self.pretraining = settings.pretraining
@@ -316,7 +316,7 @@ def build_bridgetower(config: dict[str, Any], directory: Path | None = None) -> 
     tokenizers = build_tokenizers(settings.tokenizers, directory)
     fusion = BridgeFusion({m: int(c["trunk"]["dim"]) for m, c in settings.towers.items()},
                           **settings.fusion.kwargs())
-    model = BridgeTowerEncoder("bridgetower", config, towers, tokenizers, fusion)
+    model = BridgeTowerEncoder(config, towers, tokenizers, fusion)
     if directory is None:  # a new model: BERT's initialisation
         init_weights(model, std=None if settings.init == "fan-in" else 0.02)
     return model
