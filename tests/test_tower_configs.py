@@ -29,6 +29,13 @@ def test_a_malformed_override_names_its_key(override: dict, message: str) -> Non
         mmenc.create_model("clip-tiny", **override)
 
 
+def test_an_unknown_option_lists_the_dataclass_fields() -> None:
+    with pytest.raises(ConfigError) as info:
+        mmenc.create_model("clip-tiny", embed_dimm=8)
+    assert str(info.value).endswith("(valid here: embed_dim, fusion, pooling, source, "
+                                    "tokenizers, towers)")
+
+
 def test_every_tower_recipe_reads_back_from_its_dict() -> None:
     cat = catalogue()
     names = [n for n in cat.names("model")

@@ -76,6 +76,14 @@ def test_the_recipes_defaults_read_back_from_their_dict(cls: type, config: dict)
             assert written[key] == value, key
 
 
+def test_every_field_is_a_known_option_without_a_default_entry() -> None:
+    # neither key is in ALBEF_TINY, nor looked up by name in the builder's module
+    model = mmenc.create_model("albef-tiny", init="bert", source={"format": "albef"})
+    assert model.settings.init == "bert" and model.config["source"] == {"format": "albef"}
+    tower = mmenc.create_model("bridgetower-tiny", mlm_head=True, itm_head=False)
+    assert tower.mlm_head is not None and tower.itm_head is None
+
+
 def test_token_ids_are_the_recipes_or_the_tokenizers() -> None:
     # the tiny BridgeTower's byte-level tokenizer has <mask> = 4, roberta-base's 50264
     assert BridgeTowerConfig.read(BRIDGETOWER_TINY).mask_token_id == 4
