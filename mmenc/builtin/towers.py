@@ -293,7 +293,7 @@ class TowerEncoder(Encoder):
         if pooling is not None and not keep_pooling:
             self.pooling[modality] = pooling
             self.config.setdefault("pooling", {})[modality] = pooling
-        embed_dim = self.config.get("embed_dim")
+        embed_dim = self.settings.embed_dim
         if embed_dim:
             self.proj[modality] = nn.Linear(self.width(modality), embed_dim, bias=False)
 
