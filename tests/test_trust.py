@@ -346,8 +346,8 @@ def test_config_value_types_are_checked_before_building(saved, tmp_path, path, v
 
 def test_an_unknown_pooling_is_refused_when_loading_not_at_the_first_encode(saved, tmp_path):
     folder = _poisoned(saved, tmp_path, _set("pooling.text", "mmenc.specs:resolve"))
-    with pytest.raises(CheckpointError, match=r"config\.json: config does not fit recipe "
-                                              r"'text-tiny' \(ValueError: pooling\.text must be"):
+    with pytest.raises(CheckpointError, match=r"config\.json: pooling\.text must be one of "
+                                              r"\('cls', 'mean', 'pooler'\), got 'mmenc\.specs"):
         mmenc.load(folder)
 
 
