@@ -191,3 +191,37 @@ def test_the_example_config_is_minilm_config():
     assert config.model.warm_start == {"text": "runs/minilm-l6"}
     assert [o.name for o in config.objectives] == [
         "contrastive", "contrastive", "masked-modeling", "unidirectional-lm", "span-denoising"]
+
+
+def test_the_example_runs_with_every_objective_on_a_tiny_source(tmp_path, source):
+    """examples/unixcoder-minilm.yaml with a tiny BERT for MiniLM and a tiny manifest."""
+    import json
+
+    import yaml
+
+    from mmenc.train import pretrain
+
+    root = Path(__file__).resolve().parents[3]
+    config = yaml.safe_load((root / "examples" / "unixcoder-minilm.yaml").read_text())
+    sizes = overrides()
+    config["model"]["overrides"]["encoder"] = sizes["encoder"]
+    config["model"]["warm_start"]["text"] = str(source)
+    with pytest.raises(ConfigError, match="max_length is 96, more than the 64 positions"):
+        build_model(load_config(config).model)
+    config["model"]["overrides"]["tokenizers"] = sizes["tokenizers"]
+    rows = [("def add(a, b):\n    return a + b", "the sum of two numbers"),
+            ("def f(x):\n    return x", "return x"), ("def b(a):\n    return a", "a b")] * 2
+    (tmp_path / "train.jsonl").write_text("".join(
+        json.dumps({"code": c, "text": t, "ast": c}) + "\n" for c, t in rows))
+    config.update(steps=2, batch_size=3, output_dir=str(tmp_path / "out"), progress=False,
+                  checkpoint={"every": 2, "keep": 1})
+    config["data"]["train"] = str(tmp_path / "train.jsonl")
+    result = pretrain(config)
+    losses = {k for k in result.metrics if k.endswith("/loss")}
+    assert losses == {"contrastive/loss", "ast-code/loss", "masked-modeling/loss",
+                      "unidirectional-lm/loss", "span-denoising/loss"}
+    assert all(torch.isfinite(torch.tensor(result.metrics[k])) for k in losses)
+    trained = mmenc.load(result.model_dir)
+    assert trained.tokenizers["code"].ids["<encoder-only>"] == VOCAB.index("[unused0]")
+    start = mmenc.load(source).towers["text"].state_dict()["embeddings.word.weight"]
+    assert not torch.equal(trained.encoder.embeddings.word.weight, start)  # it trained
