@@ -97,7 +97,8 @@ def bind(out: Path, name: str, init_from: str | None, steps: int) -> dict[str, A
 
 
 def table(out: Path) -> list[str]:
-    reports = [json.loads(p.read_text()) for p in sorted((out / "bind").glob("*/report.json"))]
+    reports = [json.loads(p.read_text()) for p in (out / "bind").glob("*/report.json")]
+    reports.sort(key=lambda r: (r["init_from"] is not None, r["name"]))  # from scratch first
     lines = ["| audio tower start | speech -> transcript R@1 | MRR | transcript -> speech R@1 "
              "| MRR | training CPU s |", "|---|---|---|---|---|---|"]
     for r in reports:
@@ -109,7 +110,8 @@ def table(out: Path) -> list[str]:
         lines.append(f"| {r['name']} | {' | '.join(cells)} | {r['train_cpu_seconds']:.0f} |")
     if reports:
         chance = [reports[0]["results"][t]["chance"] for t in TASKS]
-        lines.append(f"| chance ({reports[0]['results'][TASKS[0]]['gallery']} held-out prompts) "
+        sizes = [reports[0]["results"][t]["gallery"] for t in TASKS]
+        lines.append(f"| chance ({sizes[0]} transcripts, {sizes[1]} clips) "
                      f"| {chance[0]['R@1']:.3f} | {chance[0]['MRR']:.3f} | {chance[1]['R@1']:.3f} "
                      f"| {chance[1]['MRR']:.3f} | |")
     print("\n".join(lines))
