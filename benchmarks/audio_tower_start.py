@@ -67,7 +67,8 @@ def build(out: Path, tunes: int) -> dict[str, Any]:
     return summary
 
 
-def bind(out: Path, name: str, init_from: str | None, steps: int) -> dict[str, Any]:
+def bind(out: Path, name: str, init_from: str | None, steps: int,
+         freeze: bool = False, lr: float | None = None) -> dict[str, Any]:
     from mmenc_audio.pairing import minilm_model
 
     import mmenc
@@ -83,12 +84,17 @@ def bind(out: Path, name: str, init_from: str | None, steps: int) -> dict[str, A
     config = bind_config({"speech": speech}, {"audio": spec}, out,
                          {"audio": steps, "pair": 0})
     config["output_dir"] = str(out / "bind" / name)
+    if lr is not None:
+        config["modalities"]["audio"]["lr"] = lr
+    if freeze:  # a probe of the start: only the projection trains, over frozen BEATs features
+        config["modalities"]["audio"]["freeze_encoder"] = True
     c0 = time.process_time()
     result = train_bound(config)
     train_cpu = time.process_time() - c0
     model = mmenc.load(result.model_dir)
     results = evaluate_bound(model, tasks({"speech": speech}, model, None), echo=print)
-    report = {"name": name, "init_from": init_from, "steps": steps,
+    report = {"name": name, "init_from": init_from, "steps": steps, "freeze_encoder": freeze,
+              "lr": config["modalities"]["audio"]["lr"],
               "train_seconds": round(result.seconds, 1), "train_cpu_seconds": round(train_cpu, 1),
               "eval_cpu_seconds": round(time.process_time() - c0 - train_cpu, 1),
               "logs": result.logs, "results": results}
@@ -98,7 +104,9 @@ def bind(out: Path, name: str, init_from: str | None, steps: int) -> dict[str, A
 
 def table(out: Path) -> list[str]:
     reports = [json.loads(p.read_text()) for p in (out / "bind").glob("*/report.json")]
-    reports.sort(key=lambda r: (r["init_from"] is not None, r["name"]))  # from scratch first
+    # trained towers first, then frozen probes; from scratch first in each
+    reports.sort(key=lambda r: (r.get("freeze_encoder", False), r["init_from"] is not None,
+                                r["name"]))
     lines = ["| audio tower start | speech -> transcript R@1 | MRR | transcript -> speech R@1 "
              "| MRR | training CPU s |", "|---|---|---|---|---|---|"]
     for r in reports:
@@ -130,13 +138,16 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--init-from", default=None, help="a saved BEATs model folder")
     p.add_argument("--steps", type=int, default=160)
+    p.add_argument("--freeze", action="store_true",
+                   help="train only the projection over the frozen encoder (a probe)")
+    p.add_argument("--lr", type=float, default=None, help="the tower's rate (default: the job's)")
     p = sub.add_parser("table")
     p.add_argument("out", type=Path)
     args = parser.parse_args()
     if args.command == "data":
         build(args.out, args.tunes)
     elif args.command == "bind":
-        bind(args.out, args.name, args.init_from, args.steps)
+        bind(args.out, args.name, args.init_from, args.steps, args.freeze, args.lr)
     else:
         table(args.out)
 
