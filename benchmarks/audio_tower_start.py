@@ -13,7 +13,9 @@ Three steps (see docs/plugins/audio.md, "The bound audio tower from BEATs iterat
   * ``bind OUT --name NAME [--init-from MODEL_DIR]``: the main job's speech-only binding (its
     audio tower, 160 steps of 64 clips cut to 4 s, recorded prompts drawn 3x) against the
     frozen MiniLM hub, the tower started from ``MODEL_DIR`` (``init_from``) or from scratch;
-    held-out speech <-> transcript, written to ``OUT/bind/NAME/report.json``;
+    held-out speech <-> transcript, written to ``OUT/bind/NAME/report.json``; ``--freeze``
+    trains only the projection over the frozen BEATs (a probe of the start), ``--lr`` sets the
+    tower's rate;
   * ``table OUT``: the runs side by side (markdown).
 
     OMP_NUM_THREADS=1 python benchmarks/audio_tower_start.py data runs/beats-speech
