@@ -9,6 +9,10 @@ objective (ITC + ITM with hard negatives + MLM; ALBEF with momentum distillation
 
 On the held-out emoji each model retrieves in both directions twice: by the ITC embeddings
 alone, and with each query's top ``k`` re-scored by the ITM head (ALBEF's retrieval).
+
+:func:`run_init` starts ALBEF from pretrained towers instead: its text and fusion layers from
+the packaged MiniLM, its image tower from the bound dual encoder of :func:`bound_image_start`
+(the main job's image tower, trained alone), and measures it against that dual encoder.
 """
 
 from __future__ import annotations
