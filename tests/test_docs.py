@@ -220,6 +220,7 @@ def run_console(code: str, cwd: Path, env: dict[str, str]) -> list[str]:
     return wrong
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang,code", doc_blocks())
 def test_doc_example_runs(lang, code, tmp_path):
     env = dict(os.environ)

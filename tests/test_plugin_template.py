@@ -80,6 +80,7 @@ def test_plugin_command(installed, run_python):
     assert proc.returncode == 2 and "unknown command 'template-info'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_template_passes_its_contract_checks(installed, run_python):
     where = run_python(["-c", "import mmenc_template; print(mmenc_template.__file__)"],
                        installed / "site")

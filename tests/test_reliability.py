@@ -62,6 +62,7 @@ def _assert_no_failures(summary: dict) -> None:
     assert not bad, f"{bad}\n{_failures(summary)}"
 
 
+@pytest.mark.slow
 def test_light_slice_every_input_is_encoded_or_refused(tmp_path, cache):
     summary = _campaign(tmp_path / "light", cache, "--per-modality", str(PER_KIND),
                         "--mutations", "light")

@@ -49,6 +49,7 @@ def write_config(folder: Path, manifest: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process(tmp_path):
     manifest = write_toy_pairs(tmp_path / "data", n=20, corrupt=1)
     single = subprocess.run([sys.executable, "-m", "mmenc.train.cli",
