@@ -15,6 +15,7 @@ import mmenc
 from mmenc.builtin.towers import TowersConfig
 from mmenc.errors import CheckpointError, ConfigError
 from mmenc.registry import catalogue
+from mmenc.testing.configs import saved_and_reloaded
 
 
 @pytest.mark.parametrize("override,message", [
@@ -52,11 +53,7 @@ def test_a_saved_config_json_round_trips_and_a_bad_one_names_file_and_key(
         tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = mmenc.create_model("clip-tiny")
-    first = model.save_pretrained(tmp_path / "a") / "config.json"
-    loaded = mmenc.load(tmp_path / "a")
-    second = loaded.save_pretrained(tmp_path / "b") / "config.json"
-    saved = json.loads(first.read_text())
-    assert saved["config"] == json.loads(second.read_text())["config"]
+    loaded, first, saved = saved_and_reloaded(model, tmp_path)
     assert loaded.settings == replace(model.settings, tokenizers=loaded.settings.tokenizers)
     assert torch.equal(model.encode(["a cat"], "text"), loaded.encode(["a cat"], "text"))
     for key, value, message in (("poolling", {}, r"config\.poolling: unknown key; did you mean "

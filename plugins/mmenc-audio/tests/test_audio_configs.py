@@ -12,6 +12,7 @@ import torch
 
 import mmenc
 from mmenc.errors import CheckpointError, ConfigError
+from mmenc.testing.configs import saved_and_reloaded
 from mmenc_audio.model import BEATsConfig, QuantizerConfig
 from mmenc_audio.recipes import BEATS_BASE, BEATS_TINY, BEATS_TOKENIZER_TINY
 
@@ -41,11 +42,7 @@ def test_a_saved_config_json_round_trips_and_a_bad_one_names_file_and_key(
         recipe: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = mmenc.create_model(recipe)
-    first = model.save_pretrained(tmp_path / "a") / "config.json"
-    loaded = mmenc.load(tmp_path / "a")
-    second = loaded.save_pretrained(tmp_path / "b") / "config.json"
-    saved = json.loads(first.read_text())
-    assert saved["config"] == json.loads(second.read_text())["config"]
+    loaded, first, saved = saved_and_reloaded(model, tmp_path)
     assert loaded.settings == model.settings
     batch = model.tokenize([torch.zeros(8000).numpy()], "audio")
     assert torch.equal(model.embed(batch, "audio"), loaded.embed(batch, "audio"))

@@ -13,6 +13,7 @@ import torch
 
 import mmenc
 from mmenc.errors import CheckpointError, ConfigError
+from mmenc.testing.configs import saved_and_reloaded
 from mmenc_code.model import UniXcoderConfig
 from mmenc_code.recipes import UNIXCODER_BASE, UNIXCODER_TINY
 
@@ -40,11 +41,7 @@ def test_a_saved_config_json_round_trips_and_a_bad_one_names_file_and_key(
         tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = mmenc.create_model("unixcoder-tiny")
-    first = model.save_pretrained(tmp_path / "a") / "config.json"
-    loaded = mmenc.load(tmp_path / "a")
-    second = loaded.save_pretrained(tmp_path / "b") / "config.json"
-    saved = json.loads(first.read_text())
-    assert saved["config"] == json.loads(second.read_text())["config"]
+    loaded, first, saved = saved_and_reloaded(model, tmp_path)
     assert loaded.settings == replace(model.settings, tokenizers=loaded.settings.tokenizers)
     code = ["def add(a, b):\n    return a + b"]
     assert torch.equal(model.encode(code, "code"), loaded.encode(code, "code"))

@@ -12,6 +12,7 @@ import mmenc
 import pytest
 import torch
 from mmenc.errors import CheckpointError, ConfigError
+from mmenc.testing.configs import saved_and_reloaded
 
 from mmenc_midi.model import MidiBertConfig
 from mmenc_midi.recipes import (
@@ -55,11 +56,7 @@ def test_a_saved_config_json_round_trips_and_a_bad_one_names_file_and_key(
         tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = mmenc.create_model("midibert-cp-tiny")
-    first = model.save_pretrained(tmp_path / "a") / "config.json"
-    loaded = mmenc.load(tmp_path / "a")
-    second = loaded.save_pretrained(tmp_path / "b") / "config.json"
-    saved = json.loads(first.read_text())
-    assert saved["config"] == json.loads(second.read_text())["config"]
+    loaded, first, saved = saved_and_reloaded(model, tmp_path)
     # the same settings; the tokenizer saves its options in full
     assert loaded.settings == replace(model.settings, tokenizers=loaded.settings.tokenizers)
     ids = torch.tensor([[[0, 1, 2, 3], [0, 2, 3, 4]]])

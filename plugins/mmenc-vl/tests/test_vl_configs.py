@@ -12,6 +12,7 @@ import mmenc
 import pytest
 import torch
 from mmenc.errors import CheckpointError, ConfigError
+from mmenc.testing.configs import saved_and_reloaded
 
 from mmenc_vl.configs import ALBEFConfig, BridgeTowerConfig
 from mmenc_vl.recipes import ALBEF_BASE, ALBEF_TINY, BRIDGETOWER_BASE, BRIDGETOWER_TINY
@@ -43,11 +44,7 @@ def test_a_saved_config_json_round_trips_and_a_bad_one_names_file_and_key(
         recipe: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = mmenc.create_model(recipe)
-    first = model.save_pretrained(tmp_path / "a") / "config.json"
-    loaded = mmenc.load(tmp_path / "a")
-    second = loaded.save_pretrained(tmp_path / "b") / "config.json"
-    saved = json.loads(first.read_text())
-    assert saved["config"] == json.loads(second.read_text())["config"]
+    loaded, first, saved = saved_and_reloaded(model, tmp_path)
     cls, defaults = RECIPES[recipe]
     # the same settings; the tokenizers are saved as files (a byte-level one as its JSON)
     assert loaded.settings == replace(cls.read(defaults), tokenizers=loaded.settings.tokenizers)
