@@ -224,13 +224,7 @@ def run(out: Path, vocab: Path, steps: int = DEFAULT_STEPS, echo: Echo = print,
         results[name] = {"steps": result.step, "seconds": round(seconds, 1),
                          "skipped": result.skipped, "model": str(result.model_dir), **report}
         for direction in ("image->text", "text->image"):
-            cells = []
-            for label, key in (("ITC", "itc"), (f"top-{rerank} ITM", "itm"),
-                               (f"top-{rerank} ITC+ITM", "itc+itm")):
-                m = (report.get(key) or {}).get(direction)
-                if m:
-                    cells.append(f"{label} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}")
-            echo(f"    {direction}: " + " | ".join(cells))
+            echo(f"    {direction}: " + _cells(report, direction, rerank))
     results["baselines"] = EMOJI_BASELINES
     echo("  baselines (image -> name): " + ", ".join(
         f"{name} R@1 {m['R@1']:.3f} MRR {m['MRR']:.3f}" for name, m in EMOJI_BASELINES.items()))
