@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -160,6 +161,121 @@ def rerank_scores(model: MatchingModel, scores: Tensor, query_items: list[Any],
     return out.scatter(1, top, match)
 
 
+@dataclass
+class Scored:
+    """Both directions' similarity of the de-duplicated items that loaded: ``scores [a' b']``
+    and ``scores_back [b' a']``, ``relevant [a' b']``, the items behind rows and columns and the
+    reasons items were skipped, counted."""
+
+    scores: Tensor
+    scores_back: Tensor
+    relevant: Tensor
+    items_a: list[Any]
+    items_b: list[Any]
+    skipped: Counter[str]
+
+
+def _unique_pairs(pairs: Sequence[Any], keys: tuple[str, str],
+                  modalities: tuple[str, str]) -> tuple[tuple[list[Any], list[Any]],
+                                                       tuple[dict[str, int], dict[str, int]],
+                                                       Tensor]:
+    """Each side de-duplicated by content: the unique items, their content keys, and which
+    query-side item is paired with which gallery-side item, ``[a b]``."""
+    uniques: tuple[list[Any], list[Any]] = ([], [])
+    index: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    links: set[tuple[int, int]] = set()
+    for pair in pairs:
+        ends = []
+        for side, item in enumerate(_pair(pair, keys)):
+            key = content_key(item, modalities[side])
+            if key not in index[side]:
+                index[side][key] = len(uniques[side])
+                uniques[side].append(item)
+            ends.append(index[side][key])
+        links.add((ends[0], ends[1]))
+    if not links:
+        raise ValueError("evaluate_retrieval got no pairs")
+    relevant = torch.zeros(len(uniques[0]), len(uniques[1]), dtype=torch.bool)  # [a b]
+    relevant[tuple(torch.tensor(sorted(links)).T)] = True
+    return uniques, index, relevant
+
+
+def score_pairs(model: Any, pairs: Sequence[Any], modalities: tuple[str, str],
+                keys: tuple[str, str], *, batch_size: int = 32, dim: int | None = None,
+                progress: bool = False, exclude_identical: bool = False) -> Scored:
+    """Score every unique query-side item against every unique gallery-side item: by the
+    cosine of ``model``'s embeddings, or by ``model.score_items`` for a scorer without
+    embeddings (BM25). Items that fail to load are left out and counted; with
+    ``exclude_identical`` a query never scores an identical gallery item."""
+    uniques, index, relevant = _unique_pairs(pairs, keys, modalities)
+    full = back = None
+    bad_a: dict[int, str]
+    bad_b: dict[int, str]
+    if callable(getattr(model, "score_items", None)):  # a scorer without embeddings (BM25)
+        full = torch.as_tensor(model.score_items(uniques[0], uniques[1], *modalities)).float()
+        back = torch.as_tensor(model.score_items(uniques[1], uniques[0],
+                                                 *modalities[::-1])).float()  # [b a]
+        bad_a, bad_b = {}, {}
+    else:
+        emb_a, bad_a = _encode(model, uniques[0], modalities[0], batch_size, dim, progress)
+        emb_b, bad_b = _encode(model, uniques[1], modalities[1], batch_size, dim, progress)
+    skipped = Counter(r.split(" (")[0] for r in [*bad_a.values(), *bad_b.values()])
+    keep_a = torch.tensor([i not in bad_a for i in range(len(uniques[0]))])
+    keep_b = torch.tensor([i not in bad_b for i in range(len(uniques[1]))])
+    relevant = relevant & keep_a[:, None] & keep_b[None, :]
+    rows = relevant.any(dim=1)  # queries with at least one usable partner
+    cols = relevant.any(dim=0)
+    if not bool(rows.any()):
+        raise ValueError("no pair is left once the items that failed to load are skipped")
+    if full is not None and back is not None:
+        scores, scores_back = full[rows][:, cols], back[cols][:, rows]  # [a' b'], [b' a']
+    else:
+        scores = emb_a[rows] @ emb_b[cols].T  # [a' b']
+        scores_back = scores.T
+    if exclude_identical:
+        keys_b = {k: j for j, k in enumerate(
+            k for k, keep in zip(index[1], cols.tolist(), strict=True) if keep)}
+        same = torch.zeros_like(scores, dtype=torch.bool)
+        kept_a = [k for k, keep in zip(index[0], rows.tolist(), strict=True) if keep]
+        for i, key in enumerate(kept_a):
+            if key in keys_b:
+                same[i, keys_b[key]] = True
+        scores = scores.masked_fill(same, float("-inf"))
+        scores_back = scores_back.masked_fill(same.T, float("-inf"))
+    return Scored(scores, scores_back, relevant[rows][:, cols],
+                  [x for x, keep in zip(uniques[0], rows.tolist(), strict=True) if keep],
+                  [x for x, keep in zip(uniques[1], cols.tolist(), strict=True) if keep],
+                  skipped)
+
+
+def _itc_weight(model: Any, weight: float | str | None) -> float | None:
+    """``"auto"``: one over the model's contrastive temperature (1 without one)."""
+    if weight == "auto":
+        temp = getattr(model, "temp", None)
+        return 1.0 / float(torch.as_tensor(temp).detach()) if temp is not None else 1.0
+    return None if weight is None else float(weight)
+
+
+def rerank_report(model: Any, scored: Scored, modalities: tuple[str, str],
+                  directions: tuple[str, str], k: int, batch_size: int,
+                  itc_weight: float | None, echo: Echo) -> dict[str, Any]:
+    """The metrics of both directions with each query's top ``k`` re-scored by the model's
+    matching head, or the reason there are none."""
+    if not isinstance(model, MatchingModel):
+        recipe = getattr(model, "recipe", type(model).__name__)
+        message = (f"--rerank {k} skipped: model {recipe!r} has no matching head (no "
+                   "match_scores method; see MatchingModel)")
+        echo(message)
+        return {"rerank": {"k": k, "status": "skipped", "reason": message}}
+    forward = rerank_scores(model, scored.scores, scored.items_a, scored.items_b, k,
+                            *modalities, True, batch_size, itc_weight)
+    backward = rerank_scores(model, scored.scores.T, scored.items_b, scored.items_a, k,
+                             *modalities, False, batch_size, itc_weight)
+    return {"metrics_rerank": {directions[0]: retrieval_metrics(forward, scored.relevant),
+                               directions[1]: retrieval_metrics(backward, scored.relevant.T)},
+            "rerank": {"k": k, "status": "done", "itc_weight": itc_weight}}
+
+
 def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
                        gallery_modality: str, *, query_key: str | None = None,
                        gallery_key: str | None = None, batch_size: int = 32,
@@ -199,105 +315,34 @@ def evaluate_retrieval(model: Any, pairs: Sequence[Any], query_modality: str,
         raise ValueError(f"both sides read the field {keys[0]!r}: give query_key and "
                          "gallery_key")
     modalities = (query_modality, gallery_modality)
-    uniques: tuple[list[Any], list[Any]] = ([], [])
-    index: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    links: set[tuple[int, int]] = set()
-    for pair in pairs:
-        ends = []
-        for side, item in enumerate(_pair(pair, keys)):
-            key = content_key(item, modalities[side])
-            if key not in index[side]:
-                index[side][key] = len(uniques[side])
-                uniques[side].append(item)
-            ends.append(index[side][key])
-        links.add((ends[0], ends[1]))
-    if not links:
-        raise ValueError("evaluate_retrieval got no pairs")
-    relevant = torch.zeros(len(uniques[0]), len(uniques[1]), dtype=torch.bool)  # [a b]
-    relevant[tuple(torch.tensor(sorted(links)).T)] = True
-
     progress = (len(pairs) > 4 * batch_size and os.isatty(2)) if show_progress_bar is None \
         else show_progress_bar
-    full = back = None
-    bad_a: dict[int, str]
-    bad_b: dict[int, str]
-    if callable(getattr(model, "score_items", None)):  # a scorer without embeddings (BM25)
-        full = torch.as_tensor(model.score_items(uniques[0], uniques[1], query_modality,
-                                                 gallery_modality)).float()  # [a b]
-        back = torch.as_tensor(model.score_items(uniques[1], uniques[0], gallery_modality,
-                                                 query_modality)).float()  # [b a]
-        bad_a, bad_b = {}, {}
-    else:
-        emb_a, bad_a = _encode(model, uniques[0], query_modality, batch_size, dim, progress)
-        emb_b, bad_b = _encode(model, uniques[1], gallery_modality, batch_size, dim, progress)
-    skipped = Counter(r.split(" (")[0] for r in [*bad_a.values(), *bad_b.values()])
-    keep_a = torch.tensor([i not in bad_a for i in range(len(uniques[0]))])
-    keep_b = torch.tensor([i not in bad_b for i in range(len(uniques[1]))])
-    relevant = relevant & keep_a[:, None] & keep_b[None, :]
-    rows = relevant.any(dim=1)  # queries with at least one usable partner
-    cols = relevant.any(dim=0)
-    if not bool(rows.any()):
-        raise ValueError("no pair is left once the items that failed to load are skipped")
-    if full is not None and back is not None:
-        scores, scores_back = full[rows][:, cols], back[cols][:, rows]  # [a' b'], [b' a']
-    else:
-        scores = emb_a[rows] @ emb_b[cols].T  # [a' b']
-        scores_back = scores.T
-    if exclude_identical:
-        keys_b = {k: j for j, k in enumerate(
-            k for k, keep in zip(index[1], cols.tolist(), strict=True) if keep)}
-        same = torch.zeros_like(scores, dtype=torch.bool)
-        kept_a = [k for k, keep in zip(index[0], rows.tolist(), strict=True) if keep]
-        for i, key in enumerate(kept_a):
-            if key in keys_b:
-                same[i, keys_b[key]] = True
-        scores = scores.masked_fill(same, float("-inf"))
-        scores_back = scores_back.masked_fill(same.T, float("-inf"))
-    rel = relevant[rows][:, cols]
-    items_a = [x for x, keep in zip(uniques[0], rows.tolist(), strict=True) if keep]
-    items_b = [x for x, keep in zip(uniques[1], cols.tolist(), strict=True) if keep]
-
+    scored = score_pairs(model, pairs, modalities, keys, batch_size=batch_size, dim=dim,
+                         progress=progress, exclude_identical=exclude_identical)
+    rel = scored.relevant
     labels = keys if keys[0] != keys[1] else ("query", "gallery")
     forward, backward = f"{labels[0]}->{labels[1]}", f"{labels[1]}->{labels[0]}"
     report: dict[str, Any] = {
         "model": {"recipe": getattr(model, "recipe", type(model).__name__)},
         "query_modality": query_modality,
         "gallery_modality": gallery_modality,
-        "metrics": {forward: retrieval_metrics(scores, rel),
-                    backward: retrieval_metrics(scores_back, rel.T)},
+        "metrics": {forward: retrieval_metrics(scored.scores, rel),
+                    backward: retrieval_metrics(scored.scores_back, rel.T)},
         "chance": {forward: chance_recall(rel), backward: chance_recall(rel.T)},
         "counts": {"pairs": len(pairs), "links": int(rel.sum()),
-                   f"{labels[0]}_items": len(items_a), f"{labels[1]}_items": len(items_b),
-                   "skipped_items": dict(skipped)},
+                   f"{labels[0]}_items": len(scored.items_a),
+                   f"{labels[1]}_items": len(scored.items_b),
+                   "skipped_items": dict(scored.skipped)},
         "settings": {"batch_size": batch_size, "dim": dim, "rerank": rerank,
                      "exclude_identical": exclude_identical,
                      "query_key": keys[0], "gallery_key": keys[1]},
     }
-    if skipped:
-        echo(f"skipped {sum(skipped.values())} item(s) that failed to load: "
-             + ", ".join(f"{r}: {n}" for r, n in skipped.items()))
-    if rerank_itc_weight == "auto":
-        temp = getattr(model, "temp", None)
-        rerank_itc_weight = 1.0 / float(torch.as_tensor(temp).detach()) if temp is not None \
-            else 1.0
-    elif rerank_itc_weight is not None:
-        rerank_itc_weight = float(rerank_itc_weight)
+    if scored.skipped:
+        echo(f"skipped {sum(scored.skipped.values())} item(s) that failed to load: "
+             + ", ".join(f"{r}: {n}" for r, n in scored.skipped.items()))
     if rerank > 0:
-        if isinstance(model, MatchingModel):
-            report["metrics_rerank"] = {
-                forward: retrieval_metrics(rerank_scores(
-                    model, scores, items_a, items_b, rerank, *modalities, True, batch_size,
-                    rerank_itc_weight), rel),
-                backward: retrieval_metrics(rerank_scores(
-                    model, scores.T, items_b, items_a, rerank, *modalities, False, batch_size,
-                    rerank_itc_weight), rel.T),
-            }
-            report["rerank"] = {"k": rerank, "status": "done", "itc_weight": rerank_itc_weight}
-        else:
-            message = (f"--rerank {rerank} skipped: model {report['model']['recipe']!r} has "
-                       "no matching head (no match_scores method; see MatchingModel)")
-            echo(message)
-            report["rerank"] = {"k": rerank, "status": "skipped", "reason": message}
+        report.update(rerank_report(model, scored, modalities, (forward, backward), rerank,
+                                    batch_size, _itc_weight(model, rerank_itc_weight), echo))
     report["seconds"] = round(time.perf_counter() - start_time, 2)
     return report
 
@@ -329,7 +374,7 @@ def recall_figure(report: dict[str, Any], ks: tuple[int, ...] = (1, 5, 10),
     every = {**report.get("baselines", {}), **(baselines or {})}
     for name, by_direction in every.items():
         if any(isinstance(v, int | float) for v in by_direction.values()):  # no direction given
-            series.append((name, by_direction, "//", ""))  # type: ignore[arg-type]
+            series.append((name, by_direction, "//", ""))
             continue
         series += [(f"{name}: {d}" if len(directions) > 1 else name, m, "//", d)
                    for d, m in by_direction.items()]
