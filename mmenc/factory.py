@@ -38,7 +38,7 @@ def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
 
 
 # -- which overrides a recipe knows ------------------------------------------------------------
-class _ReadLog(dict):
+class _ReadLog(dict[str, Any]):
     """A config dict that records the keys a builder looks up (``get``, ``[]``, ``in``).
 
     Builders read optional settings with ``config.get(...)``; a key that is neither in the
@@ -61,7 +61,7 @@ class _ReadLog(dict):
         self._saw(key)
         return super().__getitem__(key)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         self._saw(key)
         return super().get(key, default)
 
@@ -69,7 +69,7 @@ class _ReadLog(dict):
         self._saw(key)
         return super().__contains__(key)
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         self._saw(key)
         return super().pop(key, *default)
 

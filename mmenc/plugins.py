@@ -166,7 +166,8 @@ class PluginLoader:
                 continue
             record.hooks.append(hook_name)
 
-            def register(spec: Any, _hook: str = hook_name, _accepts: tuple = accepts) -> None:
+            def register(spec: Any, _hook: str = hook_name,
+                         _accepts: tuple[Any, ...] = accepts) -> None:
                 if not isinstance(spec, _accepts):
                     wanted = " or ".join(c.__name__ for c in _accepts)
                     raise SpecError(f"{_hook} registered {spec!r}; expected a {wanted}")

@@ -178,7 +178,7 @@ def spoken(out: Path, texts: list[str]) -> list[dict[str, Any]]:
 
     if espeak() is None or not texts:
         return []
-    rows = spoken_queries(texts, out / "spoken")
+    rows: list[dict[str, Any]] = spoken_queries(texts, out / "spoken")
     for row, path in zip(rows, at_16k([r["audio"] for r in rows], out / "spoken16k"),
                          strict=True):
         row["audio"] = path

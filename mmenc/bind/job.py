@@ -110,11 +110,12 @@ def build_data(out: Path, echo: Echo, sizes: dict[str, int]) -> dict[str, Any]:
     """Every pairing that can be built here (the others are reported as skipped)."""
     data: dict[str, Any] = {"skipped": {}}
     t0 = time.perf_counter()
-    for name, build in (("emoji", lambda: datasets.emoji(out / "emoji")),
-                        ("code", lambda: datasets.code(out=out)),
-                        ("folk", lambda: datasets.folk(out)),
-                        ("music", lambda: datasets.music(out, sizes["music_train"],
-                                                         sizes["music_test"]))):
+    builders: tuple[tuple[str, Callable[[], Any]], ...] = (
+        ("emoji", lambda: datasets.emoji(out / "emoji")),
+        ("code", lambda: datasets.code(out=out)),
+        ("folk", lambda: datasets.folk(out)),
+        ("music", lambda: datasets.music(out, sizes["music_train"], sizes["music_test"])))
+    for name, build in builders:
         try:
             data[name] = build()
             echo(f"  {name}: {len(data[name]['train'])} training, {len(data[name]['test'])} "
@@ -257,10 +258,13 @@ def chroma_baseline(data: dict[str, Any]) -> dict[str, float] | None:
     rows = data.get("music", {}).get("test") or []
     if not rows:
         return None
-    return baseline([r["midi"] for r in rows], [load_audio(r["audio"]) for r in rows])
+    scores: dict[str, float] = baseline([r["midi"] for r in rows],
+                                        [load_audio(r["audio"]) for r in rows])
+    return scores
 
 
-def mixed_store(model_dir: Path, data: dict[str, Any], path: Path, per: int = 200) -> dict:
+def mixed_store(model_dir: Path, data: dict[str, Any], path: Path,
+                per: int = 200) -> dict[str, Any]:
     """A store holding held-out items of every modality, for ``mmenc search``."""
     import mmenc
     from mmenc.retrieval.store import (

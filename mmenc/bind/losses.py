@@ -35,7 +35,8 @@ class HubLoss(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(init))
         self.bias = nn.Parameter(torch.tensor(-10.0 if kind == "sigmoid" else 0.0))
 
-    def forward(self, items: Tensor, candidates: Tensor, labels: Tensor) -> tuple[Tensor, dict]:
+    def forward(self, items: Tensor, candidates: Tensor,
+                labels: Tensor) -> tuple[Tensor, dict[str, float]]:
         """
         Inputs:
             items: ``[b e]`` tower embeddings.

@@ -104,7 +104,7 @@ class BoundEncoder(Encoder):
         """The hub's embeddings, unit length, in the rotated space."""
         with torch.no_grad():
             emb = torch.nn.functional.normalize(self.hub.embed(batch, modality).float(), dim=-1)
-        return emb @ self.rotation  # type: ignore[operator]
+        return emb @ self.rotation
 
     def add_tower(self, tower: EncoderTower) -> None:
         if tower.modality in self.hub.modalities or tower.modality in self.towers:
@@ -169,7 +169,7 @@ class BoundEncoder(Encoder):
                              "python": platform.python_version()}}
         with tempfile.NamedTemporaryFile(dir=path, suffix=".tmp", delete=False) as tmp:
             tmp_name = tmp.name
-        save_file({"rotation": self.rotation.detach().contiguous().cpu()}, tmp_name,  # type: ignore[operator]
+        save_file({"rotation": self.rotation.detach().contiguous().cpu()}, tmp_name,
                   metadata={"format": "pt", "recipe": RECIPE,
                             "parts": json.dumps(self.part_digests(path), sort_keys=True)})
         os.chmod(tmp_name, 0o644)

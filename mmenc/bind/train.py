@@ -187,7 +187,8 @@ def principal_rotation(vectors: Tensor) -> Tensor:
     centred = vectors.double() - vectors.double().mean(0)
     cov = centred.T @ centred
     _, vecs = torch.linalg.eigh(cov)
-    return vecs.flip(1).float()
+    rotation: Tensor = vecs.flip(1).float()
+    return rotation
 
 
 def frozen_embeddings(tower: Any, items: list[Any], cache_dir: Path | None = None,
@@ -261,6 +262,7 @@ class _ModalityState:
         labels = self.text_rows[index]
         if negatives == "batch":
             rows, labels = labels.unique(return_inverse=True)
+            loss: Tensor
             loss, logs = self.loss(emb, self.candidates[rows], labels)
         else:
             loss, logs = self.loss(emb, self.candidates, labels)
@@ -319,8 +321,9 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
     anchor = model.config.get("anchor", "text")
 
     def embed_texts(texts: list[str]) -> Tensor:
-        return model.hub.encode(texts, anchor, batch_size=64, normalize=True,
-                                show_progress_bar=False)
+        vectors: Tensor = model.hub.encode(texts, anchor, batch_size=64, normalize=True,
+                                           show_progress_bar=False)
+        return vectors
 
     # data: loaded items, and the row of each item's text among the modality's distinct texts
     loaded: dict[str, tuple[list[Any], list[str]]] = {}
@@ -340,14 +343,14 @@ def train_bound(config: BindConfig | dict[str, Any], echo: Echo = print,
     echo(f"  hub cache: {cache.misses} texts embedded, {cache.hits} found in the cache "
          f"({time.perf_counter() - t_hub:.0f} s)")
     if base is None and len(all_texts) > model.hub_dim:
-        model.rotation.copy_(principal_rotation(vectors))  # type: ignore[operator]
+        model.rotation.copy_(principal_rotation(vectors))
     row_of = {t: i for i, t in enumerate(all_texts)}
     states: dict[str, _ModalityState] = {}
     for m, c in cfg.modalities.items():
         items, texts = loaded[m]
         distinct = list(dict.fromkeys(texts))
         local = {t: i for i, t in enumerate(distinct)}
-        candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation  # type: ignore[operator]
+        candidates = vectors[[row_of[t] for t in distinct]] @ model.rotation
         if c.projection_init == "rotation":
             weight = model.towers[m].get_parameter("proj.weight")
             if tuple(weight.shape) != (model.hub_dim, model.hub_dim):

@@ -220,9 +220,11 @@ class TowerEncoder(Encoder):
     def embed(self, batch: TokenBatch, modality: str) -> Tensor:
         if (self.training and self._frozen(modality) and batch.ids is not None
                 and batch.ids.dim() == 2):  # token sequences: compound tokens simply run
-            return self.proj[modality](self._frozen_pooled(batch, modality))
+            frozen: Tensor = self.proj[modality](self._frozen_pooled(batch, modality))
+            return frozen
         features = self.forward_features(batch, modality)
-        return self.proj[modality](pool(features, self.pooling[modality]))
+        emb: Tensor = self.proj[modality](pool(features, self.pooling[modality]))
+        return emb
 
     def _frozen(self, modality: str) -> bool:
         """A tower with no trainable parameter, feeding no fusion that could change it."""

@@ -93,13 +93,14 @@ def _fused_forward(self: SelfAttention, x: Tensor, attn_mask: Tensor | None = No
     if not _fusable(self) or is_causal or self.training:
         return _ORIGINAL(self, x, attn_mask, shared_bias, is_causal)
     if attn_mask is None:
-        heads = _Attention.apply(x, self.qkv.weight, self.qkv.bias, self.heads)
+        # torch's Function.apply is unannotated
+        heads = _Attention.apply(x, self.qkv.weight, self.qkv.bias, self.heads)  # type: ignore[no-untyped-call]
     else:
         padding_only = attn_mask.dim() == 4 and attn_mask.shape[2] == 1
         if not padding_only:  # the node wants the query axis spelled out
             attn_mask = attn_mask.expand(-1, -1, x.shape[1], -1)
-        heads = _MaskedAttention.apply(x, self.qkv.weight, self.qkv.bias, attn_mask, self.heads,
-                                       padding_only)
+        heads = _MaskedAttention.apply(  # type: ignore[no-untyped-call]
+            x, self.qkv.weight, self.qkv.bias, attn_mask, self.heads, padding_only)
     return self.out(heads)  # type: ignore[no-any-return]
 
 

@@ -55,8 +55,9 @@ def copy_model(src: Path, out: Path) -> None:
 
 def _embed(model: Any, items: Sequence[Any], modality: str, backend: str,
            batch_size: int = 32) -> Tensor:
-    return model.encode(items, modality, batch_size=batch_size, normalize=False,
-                        backend=backend, show_progress_bar=False)  # type: ignore[no-any-return]
+    emb: Tensor = model.encode(items, modality, batch_size=batch_size, normalize=False,
+                               backend=backend, show_progress_bar=False)
+    return emb
 
 
 def agreement(a: Tensor, b: Tensor) -> dict[str, float]:

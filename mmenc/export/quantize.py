@@ -48,7 +48,7 @@ def graph_nodes(path: Path) -> list[tuple[str, str]]:
 
 def quantize(fp32: Path, int8: Path, policy: str) -> list[str]:
     """Write the int8 graph of ``fp32`` under ``policy``; returns the nodes kept in fp32."""
-    from onnxruntime.quantization import (  # type: ignore[import-untyped]
+    from onnxruntime.quantization import (
         QuantType,
         quantize_dynamic,
     )

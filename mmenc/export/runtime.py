@@ -38,7 +38,7 @@ class MissingExtraError(MmencError, ImportError):
 def require_onnx() -> Any:
     """``onnxruntime``, or a one-line error naming the extra that installs it."""
     try:
-        import onnxruntime  # type: ignore[import-untyped]
+        import onnxruntime
     except ImportError:
         raise MissingExtraError("the ONNX backend needs onnx and onnxruntime: "
                                 "pip install 'mmenc[onnx]'") from None

@@ -71,7 +71,8 @@ class SelfAttention(nn.Module):
             attn_mask = extra if attn_mask is None else attn_mask + extra
         dropout = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask, dropout, is_causal)  # [b h n d]
-        return self.out(rearrange(out, "b h n d -> b n (h d)"))
+        projected: Tensor = self.out(rearrange(out, "b h n d -> b n (h d)"))
+        return projected
 
 
 class CrossAttention(nn.Module):
@@ -116,4 +117,5 @@ class CrossAttention(nn.Module):
         k, v = rearrange(kv, "b m (two h d) -> two b h m d", two=2, h=self.heads)
         dropout = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, context_mask, dropout)  # [b h n d]
-        return self.out(rearrange(out, "b h n d -> b n (h d)"))
+        projected: Tensor = self.out(rearrange(out, "b h n d -> b n (h d)"))
+        return projected

@@ -48,7 +48,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def deepnorm_alpha(depth: int) -> float:
     """DeepNorm's residual scale for an encoder of ``depth`` layers."""
-    return (2.0 * depth) ** 0.25
+    return float((2.0 * depth) ** 0.25)
 
 
 class FeedForward(nn.Module):
@@ -71,7 +71,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Inputs: x [b n d]. Returns: [b n d]."""
-        return self.fc2(self.act(self.fc1(x)))
+        out: Tensor = self.fc2(self.act(self.fc1(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -116,10 +117,12 @@ class Block(nn.Module):
 
     def _residual(self, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
         if self.norm == "pre":
-            return x + self.drop(sublayer(norm(x)))
+            res: Tensor = x + self.drop(sublayer(norm(x)))
+            return res
         out = self.drop(sublayer(x))
         # post-norm skips the multiply by 1 (one elementwise pass per sub-layer)
-        return norm(x * self.alpha + out if self.alpha != 1.0 else x + out)
+        normed: Tensor = norm(x * self.alpha + out if self.alpha != 1.0 else x + out)
+        return normed
 
     def forward(
         self,

@@ -93,7 +93,8 @@ class TextEmbeddings(nn.Module):
                 else:
                     position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
             x = x + self.position(position_ids)
-        return self.drop(self.norm(x))
+        out: Tensor = self.drop(self.norm(x))
+        return out
 
 
 class Pooler(nn.Module):
@@ -198,4 +199,5 @@ class VisionEmbeddings(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + interpolate_positions(self.position.weight, grid, self.extra_tokens, self.antialias)
-        return self.norm(x) if self.norm is not None else x
+        out: Tensor = self.norm(x) if self.norm is not None else x
+        return out

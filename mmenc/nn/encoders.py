@@ -59,7 +59,7 @@ class TextTransformer(nn.Module):
             ``TrunkOutput``; ``pooled`` [b d] when there is a pooler.
         """
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # [b n d]
-        out = self.trunk(
+        out: TrunkOutput = self.trunk(
             x,
             mask=mask,
             attn_mode=attn_mode,
@@ -115,7 +115,8 @@ class VisionTransformer(nn.Module):
         Returns:
             ``TrunkOutput``; ``pooled`` [b d] is the class token when the stem has one.
         """
-        out = self.trunk(self.embeddings(images), output_hidden_states=output_hidden_states)
+        out: TrunkOutput = self.trunk(self.embeddings(images),
+                                      output_hidden_states=output_hidden_states)
         if self.embeddings.cls_token is not None:
             out.pooled = out.last_hidden_state[:, 0]
         return out

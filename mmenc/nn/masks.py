@@ -109,7 +109,7 @@ def drop_if_all_real(mask: Tensor | None) -> Tensor | None:
     """
     if mask is None:
         return None
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call]  # torch: untyped
         return mask
     return None if bool(mask.all()) else mask
 

@@ -149,7 +149,8 @@ class GatedRelativeBias(nn.Module):
         gates = self.linear(q).unflatten(-1, (2, 4)).sum(-1).sigmoid()  # [b h n 2]
         gate_a, gate_b = gates.chunk(2, dim=-1)  # [b h n 1] each
         gate = gate_a * (gate_b * self.scale - 1.0) + 2.0  # [b h n 1]
-        return gate * shared_bias
+        bias: Tensor = gate * shared_bias
+        return bias
 
 
 class KeyQueryRelative(nn.Module):
@@ -215,7 +216,9 @@ class ConvPositions(nn.Module):
 
     def weight(self) -> Tensor:
         """The effective [d d/g k] convolution weight."""
-        return self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
+        norm = self.weight_v.norm(dim=(0, 1), keepdim=True)
+        weight: Tensor = self.weight_v * (self.weight_g / norm)
+        return weight
 
     def forward(self, x: Tensor) -> Tensor:
         """Inputs:

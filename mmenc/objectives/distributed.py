@@ -60,7 +60,8 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     _, world = rank_and_world()
     if world == 1:
         return x
-    return _GatherWithGrad.apply(x)  # type: ignore[no-any-return]
+    gathered: Tensor = _GatherWithGrad.apply(x)  # type: ignore[no-untyped-call]  # unannotated in torch
+    return gathered
 
 
 @torch.no_grad()

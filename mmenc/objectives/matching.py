@@ -107,7 +107,8 @@ def itm_scores(head: nn.Module, fused: Tensor) -> Tensor:
     Returns:
         ``[k]`` in ``[0, 1]``.
     """
-    return head(fused).softmax(dim=-1)[:, 1]
+    probs: Tensor = head(fused).softmax(dim=-1)
+    return probs[:, 1]
 
 
 class MatchingLoss(nn.Module):

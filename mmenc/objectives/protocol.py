@@ -224,7 +224,7 @@ def build_objective(cls: type[Objective], model: Any, modalities: list[str],
     (checked when the config is read)."""
     factory: Callable[..., Any] | None = getattr(cls, "for_model", None)
     objective = (factory(model, list(modalities), **config) if factory is not None
-                 else cls(**config))  # type: ignore[misc]
+                 else cls(**config))
     if not isinstance(objective, torch.nn.Module):
         raise ConfigError(f"objective {cls.name!r}: building it gave "
                           f"{type(objective).__name__}, not an nn.Module")

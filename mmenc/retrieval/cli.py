@@ -252,7 +252,8 @@ def _what(hit: dict[str, Any]) -> str:
 
 def _show_id(hit: dict[str, Any]) -> str | None:
     """The id when it says more than the source (a manifest id, a prefix), else None."""
-    item_id, source = hit["id"], hit["source"]
+    item_id: str = hit["id"]
+    source = hit["source"]
     if item_id == source or len(item_id) == 64 and all(c in "0123456789abcdef" for c in item_id):
         return None
     return item_id

@@ -47,7 +47,7 @@ def _offline() -> Iterator[None]:
              socket.getaddrinfo)
     env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     socket.socket.connect = socket.socket.connect_ex = refuse  # type: ignore[method-assign]
-    socket.create_connection = socket.getaddrinfo = refuse  # type: ignore[assignment]
+    socket.create_connection = socket.getaddrinfo = refuse
     os.environ.update(dict.fromkeys(env, "1"))
     try:
         yield

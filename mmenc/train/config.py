@@ -150,7 +150,7 @@ def load_config(source: str | Path | dict[str, Any] | TrainConfig) -> TrainConfi
     if isinstance(source, TrainConfig):
         source = source.to_dict()
     where, data = read_mapping(source)
-    config = _build(TrainConfig, data, "", where)
+    config: TrainConfig = _build(TrainConfig, data, "", where)
     _check(config, where)
     return config
 

@@ -35,7 +35,7 @@ class DataError(MmencError):
 def permutation(seed: int, epoch: int, n: int) -> list[int]:
     """The order of epoch ``epoch``: a permutation of ``range(n)``."""
     g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n, generator=g).tolist()  # type: ignore[no-any-return]
+    return torch.randperm(n, generator=g).tolist()
 
 
 class ManifestStream:

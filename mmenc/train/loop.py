@@ -77,7 +77,8 @@ def build_model(config: ModelConfig) -> Encoder:
         if not hasattr(model, "warm_start"):
             raise ConfigError(f"model.warm_start: {config.recipe} cannot warm-start a tower")
         model.warm_start(modality, mmenc.load(path))
-    return model
+    encoder: Encoder = model
+    return encoder
 
 
 def freeze(model: Encoder, prefixes: list[str]) -> None:

@@ -69,7 +69,7 @@ def capture_rng(generators: dict[str, torch.Generator]) -> tuple[dict[str, Tenso
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["cuda"] = torch.cuda.get_rng_state()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).view(np.uint8).copy())
     for name, g in generators.items():
         tensors[f"gen.{name}"] = g.get_state()
