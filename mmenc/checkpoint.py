@@ -10,14 +10,14 @@ import json
 import os
 import pickle
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mmenc.errors import CheckpointError
+from mmenc.errors import CheckpointError, ConfigError
 
 MAX_JSON_BYTES = 16 << 20
 """The largest JSON file (a model's ``config.json``) read whole."""
@@ -158,6 +158,40 @@ def find_weights(directory: str | Path) -> Path:
         if (directory / name).is_file():
             return directory / name
     raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin in this folder")
+
+
+def copy_weights(target: nn.Module, state: Mapping[str, Tensor], *,
+                 missing: Callable[[str], str],
+                 mismatch: Callable[[str, tuple[int, ...], tuple[int, ...]], str],
+                 skip: tuple[str, ...] = (), rows: tuple[str, ...] = ()) -> list[str]:
+    """Copy ``state`` (a source model's, which may hold more) into every parameter and buffer
+    of ``target`` by name: a warm start. Names starting with one of ``skip`` keep their values;
+    a name in ``rows`` (a position table) takes the first rows of a longer source. Every name
+    is checked before anything is copied; returns the names kept.
+
+    Raises:
+        ConfigError: ``missing(name)`` for a name the source lacks, ``mismatch(name, here,
+            there)`` for one of another shape.
+    """
+    own = target.state_dict()
+    kept = [key for key in own if key.startswith(skip)] if skip else []
+    taken: dict[str, Tensor] = {}
+    for key, value in own.items():
+        if skip and key.startswith(skip):
+            continue
+        if key not in state:
+            raise ConfigError(missing(key))
+        src = state[key]
+        if key in rows and src.ndim == value.ndim and src.shape[1:] == value.shape[1:] \
+                and src.shape[0] >= value.shape[0]:
+            src = src[: value.shape[0]]
+        if src.shape != value.shape:
+            raise ConfigError(mismatch(key, tuple(value.shape), tuple(src.shape)))
+        taken[key] = src
+    with torch.no_grad():
+        for key, src in taken.items():
+            own[key].copy_(src)
+    return kept
 
 
 def fit_state_dict(

@@ -217,6 +217,7 @@ def init_from(encoder: Encoder, inner: str, path: str | Path, where: str = "towe
     the source with the same shape, else a :class:`ConfigError` names the parameter; the
     shapes are the recipe's, so give the recipe the source's configuration.
     """
+    from mmenc.checkpoint import copy_weights
     from mmenc.model import load
 
     if not isinstance(path, str | Path):
@@ -234,17 +235,14 @@ def init_from(encoder: Encoder, inner: str, path: str | Path, where: str = "towe
                 source = theirs[inner]
             elif len(theirs) == 1:
                 source = next(iter(theirs.values()))
-    own, state = target.state_dict(), source.state_dict()
-    for name, tensor in own.items():
-        if name not in state:
-            raise ConfigError(f"{where}: init_from {path}: parameter {name!r} of the tower is "
-                              f"not in the saved model ({type(source).__name__})")
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise ConfigError(f"{where}: init_from {path}: parameter {name!r} has shape "
-                              f"{tuple(state[name].shape)} in the saved model, "
-                              f"{tuple(tensor.shape)} in the tower")
-    target.load_state_dict({name: state[name] for name in own}, strict=True)
-    return len(own)
+    copy_weights(
+        target, source.state_dict(),
+        missing=lambda name: (f"{where}: init_from {path}: parameter {name!r} of the tower is "
+                              f"not in the saved model ({type(source).__name__})"),
+        mismatch=lambda name, here, there: (f"{where}: init_from {path}: parameter {name!r} "
+                                            f"has shape {there} in the saved model, {here} in "
+                                            "the tower"))
+    return len(target.state_dict())
 
 
 def same_tokenizer(encoder: Encoder, inner: str, saved: Encoder, where: str) -> None:

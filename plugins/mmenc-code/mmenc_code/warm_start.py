@@ -32,9 +32,9 @@ import copy
 import re
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from mmenc.checkpoint import copy_weights
 from mmenc.errors import ConfigError
 
 RENAMED = {"[CLS]": "<s>", "[SEP]": "</s>", "[PAD]": "<pad>", "[UNK]": "<unk>",
@@ -146,17 +146,12 @@ def encoder_config(model: Any, source_config: dict[str, Any], name: str) -> dict
 
 
 def _copy(target: nn.Module, state: dict[str, Tensor], name: str) -> None:
-    own = target.state_dict()
-    with torch.no_grad():
-        for key, value in own.items():
-            if key not in state:
-                raise ConfigError(f"model.warm_start.text: {name!r} has no {key} (the towers "
-                                  "are built differently)")
-            if state[key].shape != value.shape:
-                raise ConfigError(f"model.warm_start.text: encoder.{key} is "
-                                  f"{tuple(value.shape)} here but {tuple(state[key].shape)} "
-                                  f"in {name!r}")
-            value.copy_(state[key])
+    copy_weights(
+        target, state,
+        missing=lambda key: (f"model.warm_start.text: {name!r} has no {key} (the towers are "
+                             "built differently)"),
+        mismatch=lambda key, here, there: (f"model.warm_start.text: encoder.{key} is {here} "
+                                           f"here but {there} in {name!r}"))
 
 
 def warm_start(model: Any, modality: str, source: Any) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
+from mmenc.checkpoint import copy_weights
 from mmenc.errors import ConfigError
 from torch import Tensor, nn
 
@@ -57,27 +57,14 @@ def _copy(target: nn.Module, state: dict[str, Tensor], where: str, source: str,
     """Copy ``state`` into every parameter and buffer of ``target`` not starting with one of
     ``skip``; the parameters in ``rows`` (position tables) take the first rows of a longer
     source. Returns the names left as they were."""
-    kept = []
-    own = target.state_dict()
-    with torch.no_grad():
-        for key, value in own.items():
-            if key.startswith(skip):
-                kept.append(key)
-                continue
-            if key not in state:
-                raise ConfigError(f"model.warm_start: {source} has no {where}.{key} "
-                                  "(the towers are built differently)")
-            src = state[key]
-            if key in rows and src.ndim == value.ndim and src.shape[1:] == value.shape[1:] \
-                    and src.shape[0] >= value.shape[0]:
-                src = src[: value.shape[0]]
-            if src.shape != value.shape:
-                raise ConfigError(f"model.warm_start: {where}.{key} is {tuple(value.shape)} "
-                                  f"here but {tuple(src.shape)} in {source}; give the recipe "
-                                  "the source's sizes (towers.text: trunk dim, heads, "
-                                  "ffn_dim, vocab_size; fusion: heads, ffn_dim)")
-            value.copy_(src)
-    return kept
+    return copy_weights(
+        target, state, skip=skip, rows=rows,
+        missing=lambda key: (f"model.warm_start: {source} has no {where}.{key} "
+                             "(the towers are built differently)"),
+        mismatch=lambda key, here, there: (
+            f"model.warm_start: {where}.{key} is {here} here but {there} in {source}; give the "
+            "recipe the source's sizes (towers.text: trunk dim, heads, ffn_dim, vocab_size; "
+            "fusion: heads, ffn_dim)"))
 
 
 def warm_start_text(model: Any, source: Any) -> dict[str, list[int]]:
