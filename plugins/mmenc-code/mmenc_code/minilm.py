@@ -3,8 +3,9 @@ the standard-library training split, and compared on the held-out modules.
 
 :func:`minilm_config` is the ``mmenc pretrain`` configuration (``examples/unixcoder-minilm.yaml``
 is the same in YAML); :func:`random_minilm` saves the same text encoder with fresh weights, so
-that the same configuration trains the same architecture from scratch; :func:`run` trains and
-evaluates them next to MiniLM zero-shot and BM25.
+that the same configuration trains the same architecture from scratch; :func:`save_start` saves
+a configuration's untrained start; :func:`evaluate_models` evaluates saved models next to BM25
+(``python -m mmenc_code.minilm random | start | eval``).
 """
 
 from __future__ import annotations
