@@ -30,8 +30,21 @@ if [ -n "$missing" ]; then
 fi
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-pip="$venv/bin/python -m pip"
+# no wheel cache: the torch stack is installed once per environment, and its cache would hold
+# another 3 GB on the same disk
+pip="$venv/bin/python -m pip --no-cache-dir"
 $pip install -q --upgrade pip
+if ! "$venv/bin/python" -c "import torch, torchaudio" >/dev/null 2>&1; then
+    # the torch stack takes about 7 GB in the venv and its downloads about 3 GB while pip works
+    need_gb=11
+    free_kb=$(df -Pk "$venv" | awk 'NR == 2 {print $4}')
+    if [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+        echo "setup: the torch stack needs about $need_gb GB free on the disk of $venv;" \
+             "$((free_kb / 1024 / 1024)) GB are free there (df -h $venv). Free some space," \
+             "or set MMENC_VENV to a folder on a larger disk." >&2
+        exit 1
+    fi
+fi
 echo "setup: installing the torch stack (first time: several GB, a few minutes)"
 $pip install -q -c constraints.txt torch torchvision
 $pip install -q -c constraints.txt torchaudio
