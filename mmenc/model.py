@@ -210,12 +210,21 @@ class Encoder(nn.Module):
 
     # -- checkpoint format ------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and tokenizer files into ``path``."""
+        """Write ``model.safetensors``, ``config.json`` and tokenizer files into ``path``.
+
+        A model without a recipe name (``recipe``, set by :func:`mmenc.create_model`,
+        :func:`mmenc.load` and the converters) is a ConfigError and nothing is written: the
+        folder could not be loaded, since loading builds the model from that recipe."""
         from safetensors.torch import save_model
 
         from mmenc import __version__
 
         path = Path(path)
+        if not isinstance(self.recipe, str) or not self.recipe.strip():
+            raise ConfigError(
+                f"{path}: not saved: the {type(self).__name__} has no recipe name "
+                f"(recipe={self.recipe!r}), so {CONFIG} could not name what to build; set "
+                "model.recipe to its catalogue name, or build it with mmenc.create_model")
         path.mkdir(parents=True, exist_ok=True)
         for tok in self.tokenizers.values():
             tok.save(str(path))

@@ -130,6 +130,19 @@ def test_pretrained_from_a_safetensors_file_and_a_folder(clip, clip_dir, tmp_pat
         mmenc.create_model("clip-tiny", pretrained=tmp_path / "missing.safetensors")
 
 
+def test_a_model_without_a_recipe_name_is_not_saved(tmp_path):
+    model = mmenc.create_model("clip-tiny")
+    for name in ("", None, "  "):
+        model.recipe = name
+        folder = tmp_path / f"nameless-{name!r}"
+        with pytest.raises(ConfigError, match="has no recipe name") as e:
+            model.save_pretrained(folder)
+        assert str(folder) in str(e.value) and "\n" not in str(e.value)
+        assert not folder.exists()  # nothing written, not even the folder
+    model.recipe = "clip-tiny"
+    assert mmenc.load(model.save_pretrained(tmp_path / "named")).recipe == "clip-tiny"
+
+
 def test_a_saved_folder_as_the_name_points_at_load(clip_dir):
     with pytest.raises(ConfigError, match=r"mmenc\.load"):
         mmenc.create_model(str(clip_dir))
