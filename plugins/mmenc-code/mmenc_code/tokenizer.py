@@ -132,7 +132,8 @@ class UniXcoderTokenizer:
     """Items of one view -> ``TokenBatch`` in one of UniXcoder's modes.
 
     Args:
-        tokenizer: a byte-level BPE ``tokenizers.Tokenizer``.
+        tokenizer: a byte-level BPE ``tokenizers.Tokenizer`` (or a WordPiece one renamed by
+            :func:`mmenc_code.warm_start.wordpiece_specials`).
         view: ``code``, ``text`` or ``ast``.
         mode: ``<encoder-only>``, ``<decoder-only>`` or ``<encoder-decoder>``.
         max_length: the longest sequence, prefix included.
@@ -266,8 +267,17 @@ class UniXcoderTokenizer:
         """Its file in a saved model: one per view, since views may hold other vocabularies."""
         return FILE if self.name == "unixcoder" else f"tokenizer-{self.name}.json"
 
+    @property
+    def kind(self) -> str:
+        """The ``kind`` its saved configuration names: ``wordpiece`` for a renamed BERT
+        vocabulary (:mod:`mmenc_code.warm_start`), ``bpe`` otherwise (official, trained and
+        bytes-only vocabularies are all byte-level BPE)."""
+        from tokenizers import models
+
+        return "wordpiece" if isinstance(self.tokenizer.model, models.WordPiece) else "bpe"
+
     def config(self) -> dict[str, Any]:
-        return {"tokenizer": self.name, "kind": "bpe", "file": self.file, "mode": self.mode,
+        return {"tokenizer": self.name, "kind": self.kind, "file": self.file, "mode": self.mode,
                 "max_length": self.max_length, "lang": self.lang,
                 "chars_per_token": self.chars_per_token, "max_depth": self.max_depth}
 

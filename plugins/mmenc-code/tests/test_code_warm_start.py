@@ -169,6 +169,26 @@ def test_a_saved_warm_started_model_reloads_and_encodes_the_same(tmp_path, sourc
         model.tokenizers["code"].tokenizer.get_vocab()
 
 
+def test_a_saved_warm_started_model_names_its_tokenizers_wordpiece(tmp_path, source):
+    import json
+
+    model = warm(source)
+    saved = model.save_pretrained(tmp_path / "saved")
+    configs = json.loads((saved / "config.json").read_text())["config"]["tokenizers"]
+    assert {view: c["kind"] for view, c in configs.items()} == {
+        "code": "wordpiece", "text": "wordpiece", "ast": "wordpiece"}
+    again = mmenc.load(saved)
+    items = {"code": ["def add(a, b): return a + b # <mask0>"],
+             "text": ["the sum of two numbers"], "ast": ["def f(x): return x"]}
+    for view, item in items.items():
+        assert again.tokenizers[view].config()["kind"] == "wordpiece"
+        assert torch.equal(again.tokenize(item, view).ids, model.tokenize(item, view).ids)
+    # the recipe's own byte-level vocabulary is still saved as bpe
+    plain = mmenc.create_model("unixcoder-tiny").save_pretrained(tmp_path / "plain")
+    configs = json.loads((plain / "config.json").read_text())["config"]["tokenizers"]
+    assert {c["kind"] for c in configs.values()} == {"bpe"}
+
+
 def test_random_minilm_is_the_same_architecture_with_fresh_weights(tmp_path, source):
     fresh = mmenc.load(random_minilm(source, tmp_path / "random"))
     bert = mmenc.load(source)
