@@ -305,6 +305,14 @@ class BridgeTowerEncoder(TowerEncoder):
 
         return pair_match_scores(self, a_items, b_items, a_modality, b_modality)
 
+    def warm_start(self, modality: str, source: Any) -> None:
+        """Start the whole ``text`` or ``image`` tower from a saved model (the cross-modal
+        layers stay fresh, as in the paper): see
+        :func:`mmenc_vl.warm_start.warm_start_bridgetower`."""
+        from mmenc_vl.warm_start import warm_start_bridgetower
+
+        warm_start_bridgetower(self, modality, source)
+
 
 def build_bridgetower(config: dict[str, Any], directory: Path | None = None) -> BridgeTowerEncoder:
     """Build a :class:`BridgeTowerEncoder` from its configuration (see ``recipes``), read into

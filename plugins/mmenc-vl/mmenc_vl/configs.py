@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from mmenc.errors import ConfigError
 from mmenc.recipe_config import RecipeConfig
@@ -163,6 +163,9 @@ class BridgeTowerConfig(VisionTextConfig):
         special_token_ids: tokens MLM never masks; None reads ``<s>``, ``<pad>`` and ``</s>``
             from the tokenizer.
         pooling: modality -> how ``embed`` pools the uni-modal states (default ``cls``).
+        itc_start: where a warm start (``mmenc_vl.warm_start``) leaves the ITC path of a
+            warm-started tower: ``fresh`` (the paper: new transform and projection) or
+            ``sources`` (the source model's own pooling and projection).
     """
 
     fusion: BridgeConfig
@@ -170,6 +173,7 @@ class BridgeTowerConfig(VisionTextConfig):
     mlm_head: bool | None = None
     special_token_ids: tuple[int, ...] | None = None
     pooling: dict[str, str] = dataclasses.field(default_factory=dict)
+    itc_start: Literal["fresh", "sources"] = "fresh"
 
     @property
     def has_mlm_head(self) -> bool:

@@ -102,6 +102,33 @@ def albef_minilm(vocab: Path, text_layers: int = 3, dim: int = 128, image_size: 
     return config
 
 
+def bridgetower_minilm(vocab: Path, image_tower: dict[str, Any] | None = None,
+                       fusion_depth: int = 2, itc_start: str = "fresh") -> dict[str, Any]:
+    """BridgeTower with MiniLM's shapes on the text side: a 6-layer text tower (width 384, 12
+    heads, FFN 1536, bert-base-uncased's vocabulary, mean-pooled for the ITC as MiniLM is),
+    the main job's image tower (:func:`bound_vit`, or the tower config ``image_tower``),
+    ``fusion_depth`` cross-modal layers of width 384 bridged to the towers' top layers (no
+    ``post_norm``: the ViT has its own final norm) and ITC width 384. Random weights; a
+    ``warm_start: {text: MINILM_DIR, image: BOUND_DIR}`` starts the towers, and
+    ``itc_start="sources"`` their ITC path too."""
+    from mmenc.builtin.recipes import text_tower
+
+    text = {**text_tower(MINILM["dim"], MINILM["depth"], MINILM["heads"], MINILM["ffn_dim"],
+                         vocab_size=WORDPIECE["size"], max_length=32, pad_id=WORDPIECE["pad"],
+                         eps=1e-12),
+            "padding_aware_positions": False, "type_vocab_size": 2, "max_positions": 34}
+    vision = image_tower if image_tower is not None else bound_vit()
+    fusion = {**bridge(MINILM["dim"], fusion_depth, MINILM["heads"], MINILM["ffn_dim"]),
+              "post_norm": []}
+    config = bridgetower_config(text, vision, fusion, text_tokenizer(vocab),
+                                image_tokenizer(int(vision["image_size"])), MINILM["dim"])
+    config.update(pretraining=True, itm_head=True, init="fan-in",
+                  mask_token_id=WORDPIECE["mask"], itc_start=itc_start,
+                  special_token_ids=[WORDPIECE[k] for k in ("pad", "cls", "sep")],
+                  pooling={"text": "mean", "image": "cls"})
+    return config
+
+
 def pretrain_config(recipe: str, overrides: dict[str, Any], train: Path, out: Path,
                     steps: int, batch_size: int = 64, lr: float = 3e-4,
                     warm_start: dict[str, str] | None = None,
@@ -249,9 +276,16 @@ INIT_VARIANTS: dict[str, dict[str, Any]] = {
     "MiniLM 4+2": {"text_layers": 4, "warm": True},
     "MiniLM 3+3, bound ViT from scratch": {"text_layers": 3, "warm": True, "image": "random"},
     "MiniLM 3+3 + bound image tower": {"text_layers": 3, "warm": True, "image": "warm"},
+    "BridgeTower: MiniLM + bound image tower, ITC from both": {
+        "model": "bridgetower", "warm": True, "image": "warm", "itc_start": "sources"},
+    "BridgeTower: MiniLM + bound image tower, fresh ITC": {
+        "model": "bridgetower", "warm": True, "image": "warm", "itc_start": "fresh"},
+    "BridgeTower: from scratch": {"model": "bridgetower", "warm": False, "image": "random"},
 }
 """ALBEF with MiniLM's shapes: from random weights, or its text and fusion layers from MiniLM
-(text + fusion layers). ``image``: ``"random"``, the main job's image tower shape
+(text + fusion layers); ``model: bridgetower``, :func:`bridgetower_minilm` (the whole
+MiniLM as its text tower, ``itc_start`` as given). ``image``: ``"random"``, the main job's
+image tower shape
 (:func:`bound_vit`) from random weights; ``"warm"``, that tower from a saved model (the
 ``image`` of :func:`run_init`, such as :func:`bound_image_start`'s); absent, the
 :func:`albef_emoji` ViT from random weights."""
@@ -325,6 +359,11 @@ def init_config(name: str, out: Path, train: Path, minilm: Path, steps: int,
                               "saved model: give image (a model folder)")
         warm["image"] = str(image)
     vocab = packaged_minilm() / "vocab.txt"  # the scratch models' WordPiece: MiniLM's own
+    if variant.get("model") == "bridgetower":
+        bridge_overrides = bridgetower_minilm(vocab, bound_vit(),
+                                              itc_start=str(variant.get("itc_start", "fresh")))
+        return pretrain_config("bridgetower-tiny", bridge_overrides, train, out, steps,
+                               batch_size, lr, warm or None)
     overrides = albef_minilm(vocab, int(variant["text_layers"]),
                              image_tower=bound_vit() if vit else None)
     return pretrain_config("albef-tiny", overrides, train, out, steps, batch_size, lr,

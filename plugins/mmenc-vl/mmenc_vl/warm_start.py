@@ -1,4 +1,4 @@
-"""Start ALBEF from pretrained towers, as the paper does.
+"""Start ALBEF and BridgeTower from pretrained towers, as the papers do.
 
 ALBEF initialises its text encoder and its fusion encoder from one BERT: the lower layers are
 the text encoder, the upper layers the fusion encoder, whose cross-attention blocks (BERT has
@@ -8,7 +8,12 @@ and takes its tokenizer, so the vocabulary and the pad / CLS / mask ids come fro
 :func:`warm_start_image` takes the image tower (weights and preprocessing) of any saved mmenc
 model that has one: a two-tower image-text model, a bound model, another ALBEF.
 
-Both copy weights by the registered parameter names of mmenc's towers; a shape that differs is
+BridgeTower starts whole towers and fresh cross-modal layers (:func:`warm_start_bridgetower`);
+with ``itc_start: sources`` its ITC also starts as the sources' own embeddings
+(:func:`start_itc`), so that a BridgeTower started from MiniLM and a bound model's image tower
+begins where that dual encoder is.
+
+All copy weights by the registered parameter names of mmenc's towers; a shape that differs is
 a :class:`~mmenc.errors.ConfigError` naming the parameter and the config key to change.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from mmenc.checkpoint import copy_weights
 from mmenc.errors import ConfigError
 from torch import Tensor, nn
@@ -102,13 +108,15 @@ def warm_start_text(model: Any, source: Any) -> dict[str, list[int]]:
         prefix = f"trunk.layers.{n_text + j}."
         layer_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         _copy(layer, layer_state, f"fusion.trunk.layers.{j}", name, skip=CROSS)
-    _take_tokenizer(model, tokenizer, name)
+    model.config.update(_take_tokenizer(model, tokenizer, name))
     if getattr(model, "pretraining", False):
         model.momentum_update(0.0)
     return {"text": list(range(n_text)), "fusion": list(range(n_text, depth))}
 
 
-def _take_tokenizer(model: Any, tokenizer: Any, name: str) -> None:
+def _take_tokenizer(model: Any, tokenizer: Any, name: str) -> dict[str, int]:
+    """Give ``model`` a copy of ``tokenizer`` (the model's ``max_length`` and caption cleaning
+    kept). Returns its pad, CLS and mask ids (:data:`SPECIAL_TOKENS`)."""
     from mmenc.builtin.text import TextTokenizer
     from tokenizers import Tokenizer  # type: ignore[import-untyped]
 
@@ -134,8 +142,8 @@ def _take_tokenizer(model: Any, tokenizer: Any, name: str) -> None:
                           clean=getattr(old, "clean", None))
     model.tokenizers["text"] = taken
     model.config["tokenizers"]["text"] = taken.config()
-    model.config.update(ids)
     model.config["towers"]["text"]["pad_id"] = ids["pad_token_id"]
+    return ids
 
 
 def warm_start_image(model: Any, source: Any) -> None:
@@ -151,6 +159,15 @@ def warm_start_image(model: Any, source: Any) -> None:
         raise ConfigError(f"model.warm_start.image: the image tower of {name!r} is {width} "
                           f"wide, this ALBEF's {mine} (towers.image.trunk.dim); the fusion "
                           "cross-attends to that width")
+    tower = _take_image_tower(model, tower, config, tokenizer)
+    if getattr(model, "pretraining", False):
+        momentum = copy.deepcopy(tower)
+        momentum.requires_grad_(False)
+        model.momentum["towers"]["image"] = momentum
+
+
+def _take_image_tower(model: Any, tower: nn.Module, config: dict[str, Any],
+                      tokenizer: Any) -> nn.Module:
     tower = copy.deepcopy(tower)
     tower.requires_grad_(True)
     model.towers["image"] = tower
@@ -158,10 +175,7 @@ def warm_start_image(model: Any, source: Any) -> None:
     model.config["towers"]["image"] = copy.deepcopy(config)
     model.tokenizers["image"] = tokenizer
     model.config["tokenizers"]["image"] = tokenizer.config()
-    if getattr(model, "pretraining", False):
-        momentum = copy.deepcopy(tower)
-        momentum.requires_grad_(False)
-        model.momentum["towers"]["image"] = momentum
+    return tower
 
 
 def warm_start(model: Any, modality: str, source: Any) -> None:
@@ -173,3 +187,118 @@ def warm_start(model: Any, modality: str, source: Any) -> None:
     else:
         raise ConfigError(f"model.warm_start.{modality}: ALBEF starts 'text' or 'image' "
                           "towers from saved models")
+
+
+# -- BridgeTower -------------------------------------------------------------------------------
+def embedding_map(source: Any, modality: str) -> tuple[str, Tensor, Tensor | None]:
+    """How ``source`` turns the states of its ``modality`` tower into its embedding, as
+    ``(pooling, weight, bias)``: the pooled states ``x`` give ``x @ weight.T + bias``, in the
+    space its embeddings are compared in. For a bound model's tower that is the wrapped
+    encoder's projection, then the tower's projection to the hub, then the rotation turned
+    back, so that the result is in the hub's own space (where the hub's text embeddings are).
+    """
+    name = getattr(source, "recipe", type(source).__name__)
+    modalities = tuple(getattr(source, "modalities", ()))
+    inner = modality
+    if modality == "text" and modality not in modalities and len(modalities) == 1:
+        inner = modalities[0]
+    tower = source.towers[inner]
+    wrapped = getattr(tower, "encoder", None)
+    if wrapped is not None and hasattr(tower, "inner"):
+        pooling, weight, bias = embedding_map(wrapped, str(tower.inner))
+        outer = tower.proj.weight.detach()
+        rotation = getattr(source, "rotation", None)  # embeddings are x @ rotation
+        if rotation is not None:
+            outer = rotation.detach() @ outer
+        return pooling, outer @ weight, None if bias is None else outer @ bias
+    how = getattr(source, "pooling", {}).get(inner)
+    projections = getattr(source, "proj", {})
+    proj = projections[inner] if inner in projections else None
+    if how is None or proj is None:
+        raise ConfigError(f"model.warm_start.{modality}: {name!r} has no pooled, projected "
+                          f"{modality!r} embedding to start the ITC from")
+    if isinstance(proj, nn.Identity):
+        width = int(source.config["towers"][inner]["trunk"]["dim"])
+        return str(how), torch.eye(width), None
+    if not isinstance(proj, nn.Linear):
+        raise ConfigError(f"model.warm_start.{modality}: the {modality!r} projection of "
+                          f"{name!r} is not linear ({type(proj).__name__})")
+    bias = None if proj.bias is None else proj.bias.detach()
+    return str(how), proj.weight.detach(), bias
+
+
+def start_itc(model: Any, modality: str, source: Any) -> None:
+    """Make BridgeTower's uni-modal embedding of ``modality`` (its ITC input) the source's own
+    embedding: the source's pooling; the fusion's transform of the tower states takes the
+    source's projection (:func:`embedding_map`); the token type row of ``modality`` and the
+    ITC projection start as zero and the identity. The fusion width and ``embed_dim`` must be
+    the source's embedding width, and the modality must have no ``post_norm``."""
+    name = getattr(source, "recipe", type(source).__name__)
+    fusion = model.fusion
+    if modality in fusion.post_norm:
+        raise ConfigError(f"model.warm_start.{modality}: itc_start 'sources' needs the "
+                          f"{modality!r} states as the source pools them; remove {modality!r} "
+                          "from fusion.post_norm")
+    pooling, weight, bias = embedding_map(source, modality)
+    transform = fusion.transform[modality]
+    proj = model.proj[modality]
+    if tuple(weight.shape) != tuple(transform.weight.shape):
+        raise ConfigError(
+            f"model.warm_start.{modality}: {name!r} embeds {modality} with a "
+            f"{weight.shape[1]} -> {weight.shape[0]} map, this BridgeTower's transform is "
+            f"{transform.in_features} -> {transform.out_features}; with itc_start 'sources' "
+            "fusion.dim must be the source's embedding width")
+    if not isinstance(proj, nn.Linear) or proj.in_features != proj.out_features:
+        raise ConfigError(f"model.warm_start.{modality}: itc_start 'sources' needs embed_dim "
+                          f"equal to fusion.dim ({transform.out_features})")
+    with torch.no_grad():
+        transform.weight.copy_(weight)
+        transform.bias.copy_(bias if bias is not None else torch.zeros_like(transform.bias))
+        fusion.token_type.weight[fusion.type_index[modality]].zero_()
+        proj.weight.copy_(torch.eye(proj.in_features))
+    model.pooling[modality] = pooling
+    model.config.setdefault("pooling", {})[modality] = pooling
+
+
+def warm_start_bridgetower(model: Any, modality: str, source: Any) -> None:
+    """``model.warm_start(modality, source)`` of a BridgeTower model. BridgeTower starts its
+    towers whole (RoBERTa, CLIP's ViT) and its cross-modal layers fresh:
+
+    - ``text``: every layer and the embeddings of ``source``'s text tower (the depths must
+      agree) and its tokenizer; the mask id follows the tokenizer and MLM leaves its special
+      tokens alone.
+    - ``image``: ``source``'s image tower, weights, configuration and preprocessing (a
+      two-tower image-text model, a bound model); its width must be the recipe's.
+
+    With ``itc_start: sources`` in the recipe each warm-started modality also brings its
+    source's embedding into the ITC (:func:`start_itc`): started from MiniLM and from the image
+    tower of a bound model whose hub is that MiniLM, the ITC starts as that dual encoder.
+    """
+    name = getattr(source, "recipe", type(source).__name__)
+    if modality not in ("text", "image"):
+        raise ConfigError(f"model.warm_start.{modality}: BridgeTower starts 'text' or 'image' "
+                          "towers from saved models")
+    tower, config, tokenizer = source_tower(source, modality)
+    kind = "text" if modality == "text" else "vision"
+    if config.get("kind") != kind:
+        raise ConfigError(f"model.warm_start.{modality}: the {modality} tower of {name!r} is "
+                          f"not a {kind} transformer")
+    if modality == "text":
+        depth, mine = len(tower.trunk.layers), len(model.towers["text"].trunk.layers)
+        if depth != mine:
+            raise ConfigError(f"model.warm_start.text: {name!r} has {depth} layers, this "
+                              f"BridgeTower's text tower {mine} (towers.text.trunk.depth)")
+        _copy(model.towers["text"], tower.state_dict(), "towers.text", name,
+              skip=("pooler.",), rows=("embeddings.position.weight",))
+        ids = _take_tokenizer(model, tokenizer, name)
+        model.config["mask_token_id"] = ids["mask_token_id"]
+        model.config.pop("special_token_ids", None)  # read from the tokenizer
+    else:
+        width = int(config["trunk"]["dim"])
+        mine = int(model.config["towers"]["image"]["trunk"]["dim"])
+        if width != mine:
+            raise ConfigError(f"model.warm_start.image: the image tower of {name!r} is {width} "
+                              f"wide, this BridgeTower's {mine} (towers.image.trunk.dim)")
+        _take_image_tower(model, tower, config, tokenizer)
+    if model.settings.itc_start == "sources":
+        start_itc(model, modality, source)

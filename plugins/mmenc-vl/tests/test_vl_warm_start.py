@@ -218,3 +218,115 @@ def test_the_example_config_is_the_pairings_minilm_albef(vocab):
     config = load_config(example)  # every key known, the objective's ramp option included
     assert config.objectives[0].config == {"alpha_ramp_steps": 98}
     assert config.model.warm_start == {"text": "runs/minilm-l6"}
+
+
+# -- BridgeTower -------------------------------------------------------------------------------
+def bridgetower_overrides(vocab, text_depth=4, itc_start="sources", post_norm=()):
+    from mmenc.builtin.recipes import image_tokenizer
+
+    from mmenc_vl.recipes import bridge, bridgetower_config
+
+    text = {**text_tower(32, text_depth, 2, 64, vocab_size=len(VOCAB), max_length=12, pad_id=1,
+                         eps=1e-12),
+            "padding_aware_positions": False, "type_vocab_size": 2}
+    config = bridgetower_config(text, vision_tower(48, 2, 2, 96, 32, 8),
+                                {**bridge(32, 2, 2, 64), "post_norm": list(post_norm)},
+                                wordpiece(vocab), image_tokenizer(32), 32)
+    config.update(pretraining=True, itm_head=True, itc_start=itc_start)
+    return config
+
+
+@pytest.fixture(scope="module")
+def bound_source(text_source, tmp_path_factory):
+    """A bound model whose hub is ``text_source``, with an image tower, a random projection
+    and a random (orthogonal) rotation of the hub space."""
+    from mmenc.bind.model import build_bound
+
+    torch.manual_seed(3)
+    image = {"recipe": "clip-tiny", "modality": "image",
+             "overrides": {"towers": {"image": vision_tower(48, 2, 2, 96, 32, 8)}}}
+    model = build_bound({"hub": {"name": "model", "path": str(text_source)}, "dims": [32],
+                         "tower_specs": {"image": image}})
+    with torch.no_grad():
+        model.rotation.copy_(torch.linalg.qr(torch.randn(32, 32))[0])
+    folder = tmp_path_factory.mktemp("bound") / "bound"
+    model.save_pretrained(folder)
+    return folder
+
+
+def colour_images(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i, rgb in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        img = Image.new("RGB", (32, 32), (128, 128, 128))
+        img.paste(rgb, (4 + 4 * i, 4, 28, 28 - 4 * i))
+        paths.append(str(tmp_path / f"{i}.png"))
+        img.save(paths[-1])
+    return paths
+
+
+def test_bridgetower_starts_its_itc_as_the_bound_dual_encoder(vocab, text_source, bound_source,
+                                                               tmp_path):
+    model = build_model(ModelConfig("bridgetower-tiny", bridgetower_overrides(vocab),
+                                    warm_start={"text": str(text_source),
+                                                "image": str(bound_source)})).eval()
+    bound = mmenc.load(bound_source).eval()
+    texts = ["a red square", "green", "a blue circle face"]
+    images = colour_images(tmp_path)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(bound.encode(images, "image"), dim=-1) \
+            @ torch.nn.functional.normalize(bound.encode(texts, "text"), dim=-1).T
+        got = torch.nn.functional.normalize(model.encode(images, "image"), dim=-1) \
+            @ torch.nn.functional.normalize(model.encode(texts, "text"), dim=-1).T
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (want - want.mean()).abs().max() > 1e-2  # the similarities are not all alike
+    assert model.pooling["text"] == mmenc.load(text_source).pooling["text"]
+    # the whole text tower is the source's; the tokenizer and its mask id too
+    source = mmenc.load(text_source).towers["text"].state_dict()
+    for key, value in model.towers["text"].state_dict().items():
+        if key != "embeddings.position.weight":
+            assert torch.equal(value, source[key]), key
+    assert model.config["mask_token_id"] == VOCAB.index("[MASK]")
+    # pre-training runs from there; the saved model reloads the same ITC
+    model.train()
+    batch_text = model.tokenize(texts, "text")
+    loss, logs = model.pretraining_losses(batch_text, model.tokenize(images, "image"),
+                                          generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and logs["loss_mlm"] > 0
+    model.eval().save_pretrained(tmp_path / "bt")
+    again = mmenc.load(tmp_path / "bt").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode(images, "image"), model.encode(images, "image"))
+    assert again.config["itc_start"] == "sources" and again.pooling["text"] == model.pooling["text"]
+
+
+def test_bridgetower_fresh_itc_keeps_its_own_transform(vocab, text_source, bound_source):
+    torch.manual_seed(0)
+    fresh = mmenc.create_model("bridgetower-tiny",
+                               **bridgetower_overrides(vocab, itc_start="fresh"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("bridgetower-tiny",
+                                    bridgetower_overrides(vocab, itc_start="fresh"),
+                                    warm_start={"text": str(text_source),
+                                                "image": str(bound_source)}))
+    for m in ("text", "image"):
+        assert torch.equal(model.fusion.transform[m].weight, fresh.fusion.transform[m].weight)
+        assert torch.equal(model.proj[m].weight, fresh.proj[m].weight)
+    clip = mmenc.load(bound_source).towers["image"].encoder.towers["image"]
+    for (name, p), q in zip(clip.named_parameters(), model.towers["image"].parameters(),
+                            strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_bridgetower_warm_starts_that_cannot_hold_are_config_errors(vocab, text_source,
+                                                                    bound_source):
+    with pytest.raises(ConfigError, match="has 4 layers, this BridgeTower's text tower 3"):
+        build_model(ModelConfig("bridgetower-tiny", bridgetower_overrides(vocab, text_depth=3),
+                                warm_start={"text": str(text_source)}))
+    with pytest.raises(ConfigError, match="remove 'image' from fusion.post_norm"):
+        build_model(ModelConfig("bridgetower-tiny",
+                                bridgetower_overrides(vocab, post_norm=("image",)),
+                                warm_start={"image": str(bound_source)}))
+    with pytest.raises(ConfigError, match="config.itc_start"):
+        mmenc.create_model("bridgetower-tiny", **bridgetower_overrides(vocab, itc_start="warm"))
