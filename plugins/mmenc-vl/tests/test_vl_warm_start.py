@@ -330,3 +330,26 @@ def test_bridgetower_warm_starts_that_cannot_hold_are_config_errors(vocab, text_
                                 warm_start={"image": str(bound_source)}))
     with pytest.raises(ConfigError, match="config.itc_start"):
         mmenc.create_model("bridgetower-tiny", **bridgetower_overrides(vocab, itc_start="warm"))
+
+
+def test_the_example_config_is_the_pairings_minilm_bridgetower(vocab):
+    import yaml
+    from mmenc.factory import merge_config
+    from mmenc.registry import catalogue
+    from mmenc.train.config import load_config
+
+    from mmenc_vl.pairing import bridgetower_minilm
+
+    root = Path(__file__).resolve().parents[3]
+    example = yaml.safe_load((root / "examples" / "bridgetower-minilm.yaml").read_text())
+    defaults = catalogue().get("model", "bridgetower-tiny").default_config()
+    built = merge_config(defaults, example["model"]["overrides"])
+    wanted = bridgetower_minilm(vocab, itc_start="sources")
+    for key in ("towers", "fusion", "embed_dim", "pretraining", "itm_head", "init", "pooling",
+                "itc_start", "temp"):
+        assert built.get(key) == wanted.get(key), key
+    assert built["tokenizers"]["image"] == wanted["tokenizers"]["image"]
+    assert built["tokenizers"]["text"]["max_length"] == 32
+    config = load_config(example)
+    assert set(config.model.warm_start) == {"text", "image"}
+    assert (config.steps, config.batch_size, config.optim.lr) == (150, 32, 1e-4)
