@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the manifest the MIDI-BERTs were pretrained on")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     parser.add_argument("--json", default=None, help="default WORK/report.json")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the bound model's seed: initial weights and batch order (the "
+                             "models go to WORK/bind-NAME, or WORK/bind-NAME-seedN)")
     args = parser.parse_args(argv)
     starts = [parse_start(s) for s in args.start] or [("scratch", None)]
     if args.scale <= 0:
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"data: {len(data['folk']['train'])} training tunes, {len(data['folk']['test'])} "
           f"held-out; {len(data['music']['train'])} training renders, "
           f"{len(data['music']['test'])} held-out")
-    report: dict[str, Any] = {"starts": {}, "command": " ".join(sys.argv)}
+    report: dict[str, Any] = {"starts": {}, "command": " ".join(sys.argv), "seed": args.seed}
     if args.pretrain_manifest:
         overlap = check_overlap(Path(args.pretrain_manifest), data)
         report["overlap"] = overlap
@@ -148,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         config["pairs"] = [{"modalities": ["midi", "audio"], "batch_size": 64,
                             "train": [{"midi": r["midi"], "audio": r["audio"]}
                                       for r in data["music"]["train"]]}]
-        config["output_dir"] = str(work / f"bind-{name}")
+        config["seed"] = args.seed
+        config["output_dir"] = str(work / (f"bind-{name}" if args.seed == 0
+                                           else f"bind-{name}-seed{args.seed}"))
         before: dict[str, Any] = {}
 
         def through_text(model: Any, before: dict[str, Any] = before) -> None:
