@@ -12,7 +12,9 @@ alone, and with each query's top ``k`` re-scored by the ITM head (ALBEF's retrie
 
 :func:`run_init` starts ALBEF from pretrained towers instead: its text and fusion layers from
 the packaged MiniLM, its image tower from the bound dual encoder of :func:`bound_image_start`
-(the main job's image tower, trained alone), and measures it against that dual encoder.
+(the main job's image tower, trained alone), and measures it against that dual encoder; and
+BridgeTower (:func:`bridgetower_minilm`) with the whole MiniLM as its text tower, that image
+tower, and optionally its ITC started as the dual encoder.
 """
 
 from __future__ import annotations
