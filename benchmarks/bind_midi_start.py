@@ -96,11 +96,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the manifest the MIDI-BERTs were pretrained on")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     parser.add_argument("--json", default=None, help="default WORK/report.json")
+    parser.add_argument("--audio-start", default=None,
+                        help="NAME=MODEL_DIR: a saved BEATs the audio tower starts from "
+                             "(init_from; such as an iteration of mmenc audio iterate), for "
+                             "every start; default: the audio tower from scratch")
     parser.add_argument("--seed", type=int, default=0,
                         help="the bound model's seed: initial weights and batch order (the "
                              "models go to WORK/bind-NAME, or WORK/bind-NAME-seedN)")
     args = parser.parse_args(argv)
     starts = [parse_start(s) for s in args.start] or [("scratch", None)]
+    audio_name, audio_path = parse_start(args.audio_start) if args.audio_start else ("", None)
     if args.scale <= 0:
         raise SystemExit("--scale must be positive")
 
@@ -140,12 +145,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              {"image": 220, "code": 200, "audio": 160, "midi": 220, "pair": 60}.items()}
     steps.update(midi_items=2500, code_items=0, code_finetune=0)
     out_json = Path(args.json) if args.json else work / "report.json"
-    for name, path in starts:
+    audio_spec = dict(specs["audio"], **({"init_from": str(audio_path)} if audio_path else {}))
+    report["audio_init_from"] = str(audio_path) if audio_path else None
+    for midi_name, path in starts:
+        name = f"{midi_name}+audio-{audio_name}" if audio_path else midi_name
         cpu, wall = time.process_time(), time.perf_counter()
         spec = dict(specs["midi"], **({"init_from": str(path)} if path else {}))
         config = bind_config({"folk": data["folk"]}, {"midi": spec}, work, steps)
         config["modalities"]["audio"] = {
-            "tower": specs["audio"], "steps": steps["audio"], "batch_size": 64, "lr": 1e-3,
+            "tower": audio_spec, "steps": steps["audio"], "batch_size": 64, "lr": 1e-3,
             "warmup": 15, "train": [{"audio": r["audio"], "text": r["text"]}
                                     for r in data["music"]["train"]]}
         config["pairs"] = [{"modalities": ["midi", "audio"], "batch_size": 64,
