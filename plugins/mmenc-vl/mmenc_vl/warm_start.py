@@ -33,6 +33,15 @@ SPECIAL_TOKENS = {"pad_token_id": ("[PAD]", "<pad>"), "cls_token_id": ("[CLS]", 
                   "mask_token_id": ("[MASK]", "<mask>")}
 
 
+def _inner(source: Any, modality: str) -> str:
+    """The source's own name of ``modality``: the same, or for ``text`` the only modality of
+    a one-modality model (a text encoder, or a code encoder's tower)."""
+    modalities = tuple(getattr(source, "modalities", ()))
+    if modality == "text" and modality not in modalities and len(modalities) == 1:
+        return str(modalities[0])
+    return modality
+
+
 def source_tower(source: Any, modality: str) -> tuple[Any, dict[str, Any], Any]:
     """``(tower, tower config, tokenizer)`` of ``modality`` in a saved model: a model with
     ``towers[modality]`` and ``config["towers"][modality]`` (two-tower models, ALBEF), a
@@ -41,9 +50,7 @@ def source_tower(source: Any, modality: str) -> tuple[Any, dict[str, Any], Any]:
     name = getattr(source, "recipe", type(source).__name__)
     towers = getattr(source, "towers", None)
     modalities = tuple(getattr(source, "modalities", ()))
-    inner = modality
-    if modality == "text" and modality not in modalities and len(modalities) == 1:
-        inner = modalities[0]
+    inner = _inner(source, modality)
     if towers is None or inner not in towers:
         raise ConfigError(f"model.warm_start.{modality}: {name!r} has no {modality!r} tower "
                           f"(its modalities: {', '.join(modalities) or 'none'})")
@@ -198,10 +205,7 @@ def embedding_map(source: Any, modality: str) -> tuple[str, Tensor, Tensor | Non
     back, so that the result is in the hub's own space (where the hub's text embeddings are).
     """
     name = getattr(source, "recipe", type(source).__name__)
-    modalities = tuple(getattr(source, "modalities", ()))
-    inner = modality
-    if modality == "text" and modality not in modalities and len(modalities) == 1:
-        inner = modalities[0]
+    inner = _inner(source, modality)
     tower = source.towers[inner]
     wrapped = getattr(tower, "encoder", None)
     if wrapped is not None and hasattr(tower, "inner"):
